@@ -1,0 +1,134 @@
+//! Checks: one per file behind the small [`Check`] trait. A check reads the [`Features`]
+//! and adds named hits; scores live in config. The [`Registry`] fixes their order and knows
+//! every hit name any check can emit, so config can refuse unknown names.
+
+mod date;
+mod from;
+mod gtube;
+mod html_only;
+mod message_id;
+mod mime;
+mod received;
+mod recipients;
+mod reply_to;
+mod subject;
+
+use crate::message::Features;
+use std::collections::BTreeMap;
+
+/// A hit a check can emit, with its default score and what it means.
+#[derive(Debug, Clone, Copy)]
+pub struct HitDef {
+    /// The rule name, as in `tests=[...]`.
+    pub name: &'static str,
+    /// Score when `[scores]` does not say otherwise.
+    pub default_score: f64,
+    /// One line for humans.
+    pub description: &'static str,
+}
+
+/// The hits of one message, in the order found (duplicates ignored).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hits(Vec<&'static str>);
+
+impl Hits {
+    /// Record a hit.
+    pub fn add(&mut self, name: &'static str) {
+        if !self.0.contains(&name) {
+            self.0.push(name);
+        }
+    }
+
+    /// The names recorded.
+    pub fn names(&self) -> &[&'static str] {
+        &self.0
+    }
+}
+
+/// One check: synchronous and pure.
+pub trait Check: Send + Sync {
+    /// Every hit this check can emit.
+    fn hits(&self) -> &'static [HitDef];
+    /// Look at one message.
+    fn run(&self, features: &Features<'_>, hits: &mut Hits);
+}
+
+/// The checks in the order they run.
+pub struct Registry {
+    checks: Vec<Box<dyn Check>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Registry {
+    /// All built-in checks.
+    pub fn new() -> Self {
+        Registry {
+            checks: vec![
+                Box::new(gtube::Gtube),
+                Box::new(date::DateCheck::default()),
+                Box::new(message_id::MessageIdCheck),
+                Box::new(from::FromCheck),
+                Box::new(reply_to::ReplyToCheck),
+                Box::new(subject::SubjectCheck),
+                Box::new(recipients::RecipientsCheck::default()),
+                Box::new(html_only::HtmlOnly),
+                Box::new(mime::MimeCheck),
+                Box::new(received::ReceivedCheck::default()),
+            ],
+        }
+    }
+
+    /// Every hit of every check.
+    pub fn hit_defs(&self) -> impl Iterator<Item = &HitDef> {
+        self.checks.iter().flat_map(|c| c.hits().iter())
+    }
+
+    /// Every hit name with its default score.
+    pub fn default_scores() -> BTreeMap<&'static str, f64> {
+        Registry::new()
+            .hit_defs()
+            .map(|h| (h.name, h.default_score))
+            .collect()
+    }
+
+    /// Run every check on one message.
+    pub fn run(&self, features: &Features<'_>) -> Hits {
+        let mut hits = Hits::default();
+        for check in &self.checks {
+            check.run(features, &mut hits);
+        }
+        debug_assert!(
+            hits.names()
+                .iter()
+                .all(|n| self.hit_defs().any(|d| d.name == *n)),
+            "a check emitted an undeclared hit"
+        );
+        hits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hit_names_are_unique_and_well_formed() {
+        let r = Registry::new();
+        let names: Vec<_> = r.hit_defs().map(|h| h.name).collect();
+        let unique: std::collections::BTreeSet<_> = names.iter().collect();
+        assert_eq!(names.len(), unique.len());
+        assert!(names.len() >= 12);
+        for n in names {
+            assert!(
+                n.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'),
+                "{n}"
+            );
+        }
+    }
+}

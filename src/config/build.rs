@@ -1,0 +1,405 @@
+//! Stage two of configuration: from the plain TOML data to runtime settings, collecting
+//! every problem before failing, so `filterd --check-config` lists them all at once.
+
+use super::RawConfig;
+use crate::checks::Registry;
+use crate::smtp::codec::Limits;
+use crate::smtp::relay::NextHop;
+use crate::smtp::session::SessionConfig;
+use ipnet::IpNet;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Every problem found in a configuration, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError {
+    /// One line per problem, each naming its key.
+    pub problems: Vec<String>,
+}
+
+/// amavisd-new's levels, checked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Levels {
+    /// Headers at or above.
+    pub tag: f64,
+    /// Spam at or above.
+    pub tag2: f64,
+    /// Blocked at or above.
+    pub kill: f64,
+}
+
+/// Listener settings.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// SMTP listeners.
+    pub listen: Vec<SocketAddr>,
+    /// LMTP listeners.
+    pub lmtp_listen: Vec<SocketAddr>,
+    /// Allowed client networks.
+    pub allow_clients: Vec<IpNet>,
+    /// Connection cap.
+    pub max_connections: usize,
+    /// Drain limit on SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+/// The validated runtime configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listeners.
+    pub server: ServerSettings,
+    /// Per-session settings for SMTP listeners (LMTP ones copy it with `lmtp = true`).
+    pub session: Arc<SessionConfig>,
+    /// The next hop.
+    pub next_hop: Arc<NextHop>,
+    /// Levels.
+    pub levels: Levels,
+    /// Score of every hit name any check can emit (defaults merged with `[scores]`).
+    pub scores: BTreeMap<&'static str, f64>,
+    /// Our host name.
+    pub hostname: String,
+    /// Log filter directive.
+    pub log_level: String,
+}
+
+impl Config {
+    /// The embedded defaults (what `filterd` runs with no `--config`).
+    pub fn defaults() -> Result<Self, ConfigError> {
+        Self::from_raw(RawConfig::default())
+    }
+
+    /// Read and validate a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            problems: vec![format!("{}: cannot read: {e}", path.display())],
+        })?;
+        Self::parse(&text).map_err(|mut e| {
+            for p in &mut e.problems {
+                *p = format!("{}: {p}", path.display());
+            }
+            e
+        })
+    }
+
+    /// Parse and validate TOML text. Each section is read on its own so that problems in
+    /// several sections are all reported.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError {
+            problems: vec![format!("TOML syntax: {}", e.to_string().trim())],
+        })?;
+        let mut problems = vec![];
+        let mut raw = RawConfig::default();
+        for (key, value) in table {
+            let text = value.clone();
+            macro_rules! section {
+                ($field:ident) => {
+                    match text.try_into() {
+                        Ok(v) => raw.$field = v,
+                        Err(e) => problems.push(format!("[{key}]: {}", e.to_string().trim())),
+                    }
+                };
+            }
+            match key.as_str() {
+                "server" => section!(server),
+                "next_hop" => section!(next_hop),
+                "scan" => section!(scan),
+                "levels" => section!(levels),
+                "scores" => section!(scores),
+                "log" => section!(log),
+                _ => problems.push(format!(
+                    "unknown section or key `{key}` (known: server, next_hop, scan, levels, scores, log)"
+                )),
+            }
+        }
+        match Self::from_raw(raw) {
+            Ok(c) if problems.is_empty() => Ok(c),
+            Ok(_) => Err(ConfigError { problems }),
+            Err(e) => {
+                problems.extend(e.problems);
+                Err(ConfigError { problems })
+            }
+        }
+    }
+
+    /// Validate plain data into runtime settings.
+    pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let mut p: Vec<String> = vec![];
+        let s = &raw.server;
+        let addrs = |key: &str, list: &[String], p: &mut Vec<String>| -> Vec<SocketAddr> {
+            list.iter()
+                .filter_map(|a| match a.parse::<SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        p.push(format!("server.{key}: `{a}` is not an IP:port address"));
+                        None
+                    }
+                })
+                .collect()
+        };
+        let listen = addrs("listen", &s.listen, &mut p);
+        let lmtp_listen = addrs("lmtp_listen", &s.lmtp_listen, &mut p);
+        if s.listen.is_empty() && s.lmtp_listen.is_empty() {
+            p.push("server.listen: no listen address (and no lmtp_listen)".into());
+        }
+        let allow_clients: Vec<IpNet> = s
+            .allow_clients
+            .iter()
+            .filter_map(|n| {
+                n.parse::<IpNet>()
+                    .or_else(|_| n.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        p.push(format!(
+                            "server.allow_clients: `{n}` is not a network (CIDR) or IP"
+                        ))
+                    })
+                    .ok()
+            })
+            .collect();
+        let positive = |key: &str, v: u64, p: &mut Vec<String>| {
+            if v == 0 {
+                p.push(format!("{key}: must be greater than 0"));
+            }
+        };
+        positive("server.max_connections", s.max_connections as u64, &mut p);
+        positive("server.max_message_size", s.max_message_size as u64, &mut p);
+        positive("server.max_recipients", s.max_recipients as u64, &mut p);
+        positive(
+            "server.command_timeout_secs",
+            s.command_timeout_secs,
+            &mut p,
+        );
+        positive("server.data_timeout_secs", s.data_timeout_secs, &mut p);
+        if s.max_command_line < 512 {
+            p.push("server.max_command_line: must be at least 512 (RFC 5321)".into());
+        }
+        if s.max_data_line < 1000 {
+            p.push("server.max_data_line: must be at least 1000 (RFC 5321)".into());
+        }
+        let hostname = if s.hostname.is_empty() {
+            system_hostname()
+        } else {
+            s.hostname.clone()
+        };
+        if !is_hostname(&hostname) {
+            p.push(format!(
+                "server.hostname: `{hostname}` is not a valid host name"
+            ));
+        }
+
+        let n = &raw.next_hop;
+        let next_addr = match n.address.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                p.push(format!(
+                    "next_hop.address: `{}` is not an IP:port address",
+                    n.address
+                ));
+                None
+            }
+        };
+        if let Some(a) = next_addr
+            && (listen.contains(&a) || lmtp_listen.contains(&a))
+        {
+            p.push(format!(
+                "next_hop.address: {a} is one of our own listen addresses (mail loop)"
+            ));
+        }
+        positive(
+            "next_hop.connect_timeout_secs",
+            n.connect_timeout_secs,
+            &mut p,
+        );
+        positive(
+            "next_hop.command_timeout_secs",
+            n.command_timeout_secs,
+            &mut p,
+        );
+        positive(
+            "next_hop.data_done_timeout_secs",
+            n.data_done_timeout_secs,
+            &mut p,
+        );
+        let helo_name = if n.helo_name.is_empty() {
+            hostname.clone()
+        } else {
+            n.helo_name.clone()
+        };
+        if !is_hostname(&helo_name) {
+            p.push(format!(
+                "next_hop.helo_name: `{helo_name}` is not a valid host name"
+            ));
+        }
+        positive("scan.budget_ms", raw.scan.budget_ms, &mut p);
+
+        let l = &raw.levels;
+        for (k, v) in [
+            ("tag_level", l.tag_level),
+            ("tag2_level", l.tag2_level),
+            ("kill_level", l.kill_level),
+        ] {
+            if !v.is_finite() {
+                p.push(format!("levels.{k}: must be a finite number"));
+            }
+        }
+        if l.tag2_level > l.kill_level {
+            p.push(format!(
+                "levels: tag2_level ({}) is above kill_level ({}): mail would be blocked before it is called spam",
+                l.tag2_level, l.kill_level
+            ));
+        }
+
+        let mut scores = Registry::default_scores();
+        for (name, score) in &raw.scores {
+            match scores.keys().find(|k| **k == name.as_str()).copied() {
+                Some(k) if score.is_finite() => {
+                    scores.insert(k, *score);
+                }
+                Some(_) => p.push(format!("scores.{name}: must be a finite number")),
+                None => p.push(format!(
+                    "scores.{name}: no check emits a hit of this name (known: {})",
+                    scores.keys().copied().collect::<Vec<_>>().join(", ")
+                )),
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
+            p.push(format!("log.level: `{}`: {e}", raw.log.level));
+        }
+
+        if !p.is_empty() {
+            return Err(ConfigError { problems: p });
+        }
+        let session = SessionConfig {
+            hostname: hostname.clone(),
+            lmtp: false,
+            limits: Limits {
+                max_command_line: s.max_command_line,
+                max_data_line: s.max_data_line,
+                max_message_size: s.max_message_size,
+            },
+            max_recipients: s.max_recipients,
+            command_timeout: Duration::from_secs(s.command_timeout_secs),
+            data_timeout: Duration::from_secs(s.data_timeout_secs),
+            scan_budget: Duration::from_millis(raw.scan.budget_ms),
+        };
+        let next_hop = NextHop {
+            addr: next_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 10025))),
+            helo_name,
+            connect_timeout: Duration::from_secs(n.connect_timeout_secs),
+            command_timeout: Duration::from_secs(n.command_timeout_secs),
+            data_done_timeout: Duration::from_secs(n.data_done_timeout_secs),
+            xforward: n.xforward,
+        };
+        Ok(Config {
+            server: ServerSettings {
+                listen,
+                lmtp_listen,
+                allow_clients,
+                max_connections: s.max_connections,
+                shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
+            },
+            session: Arc::new(session),
+            next_hop: Arc::new(next_hop),
+            levels: Levels {
+                tag: l.tag_level,
+                tag2: l.tag2_level,
+                kill: l.kill_level,
+            },
+            scores,
+            hostname,
+            log_level: raw.log.level.clone(),
+        })
+    }
+}
+
+/// The kernel's host name, without DNS (the banner must never wait for a lookup).
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| is_hostname(s))
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn is_hostname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::defaults().unwrap();
+        assert_eq!(c.server.listen, vec!["127.0.0.1:10024".parse().unwrap()]);
+        assert_eq!(c.next_hop.addr, "127.0.0.1:10025".parse().unwrap());
+        assert_eq!(c.scores["GTUBE"], 1000.0);
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let e = Config::parse(
+            r#"
+            bogus = 1
+            [server]
+            listen = ["nowhere"]
+            allow_clients = ["10.0.0.0/33"]
+            max_connections = 0
+            [next_hop]
+            address = "127.0.0.1:10024x"
+            [scores]
+            NO_SUCH_RULE = 1.0
+            [levels]
+            colour = "red"
+            "#,
+        )
+        .unwrap_err();
+        let all = e.to_string();
+        for needle in [
+            "bogus",
+            "server.listen: `nowhere`",
+            "10.0.0.0/33",
+            "max_connections",
+            "next_hop.address",
+            "NO_SUCH_RULE",
+            "colour",
+        ] {
+            assert!(all.contains(needle), "{needle} missing from:\n{all}");
+        }
+    }
+
+    #[test]
+    fn loop_to_self_is_refused() {
+        let e = Config::parse("[next_hop]\naddress = \"127.0.0.1:10024\"\n").unwrap_err();
+        assert!(e.to_string().contains("mail loop"), "{e}");
+    }
+
+    #[test]
+    fn example_file_matches_defaults() {
+        let text = include_str!("../../filterd.toml.example");
+        let from_example: RawConfig = toml::from_str(text).unwrap();
+        let defaults = RawConfig {
+            scores: Registry::default_scores()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            ..RawConfig::default()
+        };
+        assert_eq!(
+            from_example, defaults,
+            "filterd.toml.example drifted from the defaults"
+        );
+    }
+}

@@ -1,0 +1,161 @@
+//! Configuration: plain serde structs mirroring the TOML file (every key optional, with the
+//! defaults documented in `filterd.toml.example`), and [`build`], which turns them into
+//! runtime settings and reports every problem at once.
+
+mod build;
+
+pub use build::{Config, ConfigError, Levels, ServerSettings};
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// `[server]`
+    pub server: RawServer,
+    /// `[next_hop]`
+    pub next_hop: RawNextHop,
+    /// `[scan]`
+    pub scan: RawScan,
+    /// `[levels]`
+    pub levels: RawLevels,
+    /// `[scores]`: hit name -> score, overriding the defaults.
+    pub scores: BTreeMap<String, f64>,
+    /// `[log]`
+    pub log: RawLog,
+}
+
+/// `[server]`: where and how filterd listens.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    /// SMTP listen addresses.
+    pub listen: Vec<String>,
+    /// LMTP listen addresses (LHLO, one reply per recipient after DATA).
+    pub lmtp_listen: Vec<String>,
+    /// Client networks allowed to connect; everyone else gets 554 at connect.
+    pub allow_clients: Vec<String>,
+    /// Connections served at once; more get 421 4.7.0.
+    pub max_connections: usize,
+    /// Name in the greeting and the Received header; empty = the system host name.
+    pub hostname: String,
+    /// Largest message in bytes (advertised as SIZE).
+    pub max_message_size: usize,
+    /// Recipients per transaction.
+    pub max_recipients: usize,
+    /// Longest SMTP command line.
+    pub max_command_line: usize,
+    /// Longest message line: a safety limit, far above RFC 5321's 1000 octets.
+    pub max_data_line: usize,
+    /// Idle limit between commands, seconds.
+    pub command_timeout_secs: u64,
+    /// Idle limit while message content arrives, seconds.
+    pub data_timeout_secs: u64,
+    /// On SIGTERM, how long messages in flight may take to finish, seconds.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: vec!["127.0.0.1:10024".into()],
+            lmtp_listen: vec![],
+            allow_clients: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            max_connections: 64,
+            hostname: String::new(),
+            max_message_size: 50 * 1024 * 1024,
+            max_recipients: 1000,
+            max_command_line: 2048,
+            max_data_line: 1024 * 1024,
+            command_timeout_secs: 300,
+            data_timeout_secs: 300,
+            shutdown_grace_secs: 60,
+        }
+    }
+}
+
+/// `[next_hop]`: the only place filterd relays to.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawNextHop {
+    /// Address of Postfix's reinjection listener.
+    pub address: String,
+    /// Our EHLO name there; empty = the server host name.
+    pub helo_name: String,
+    /// Connect limit, seconds.
+    pub connect_timeout_secs: u64,
+    /// Limit for each command reply, seconds.
+    pub command_timeout_secs: u64,
+    /// Limit for the reply after the content, seconds; keep it well below Postfix's
+    /// `smtp_data_done_timeout` (1200 s in the recommended master.cf) or Postfix may deliver twice.
+    pub data_done_timeout_secs: u64,
+    /// Forward the original client's attributes with XFORWARD when the next hop offers it.
+    pub xforward: bool,
+}
+
+impl Default for RawNextHop {
+    fn default() -> Self {
+        RawNextHop {
+            address: "127.0.0.1:10025".into(),
+            helo_name: String::new(),
+            connect_timeout_secs: 30,
+            command_timeout_secs: 300,
+            data_done_timeout_secs: 600,
+            xforward: true,
+        }
+    }
+}
+
+/// `[scan]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawScan {
+    /// Time budget to scan one message, milliseconds; past it the message gets 451.
+    pub budget_ms: u64,
+}
+
+impl Default for RawScan {
+    fn default() -> Self {
+        RawScan { budget_ms: 5000 }
+    }
+}
+
+/// `[levels]`: amavisd-new's levels.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLevels {
+    /// X-Spam-* headers are added at or above this score.
+    pub tag_level: f64,
+    /// Spam from here on: `X-Spam-Flag: YES`, `X-Spam-Status: Yes`.
+    pub tag2_level: f64,
+    /// Blocked from here on (logged as SPAM).
+    pub kill_level: f64,
+}
+
+impl Default for RawLevels {
+    fn default() -> Self {
+        RawLevels {
+            tag_level: -999.0,
+            tag2_level: 6.2,
+            kill_level: 6.9,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// A tracing filter directive (`info`, `debug`, `filterd=debug` ...); `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: "info".into(),
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! The SMTP client to the next hop (Postfix's reinjection listener): connect, EHLO,
+//! XFORWARD, MAIL, RCPT, DATA with dot-stuffing, under per-step timeouts. Replies come back
+//! as [`Reply`] values so the session can mirror them to its own client.
+
+use crate::smtp::codec::dot_stuff;
+use crate::smtp::envelope::{Body, MailParams, RcptParams, Xforward, XforwardAttr};
+use crate::smtp::reply::{Enhanced, Reply};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// Where and how to relay.
+#[derive(Debug, Clone)]
+pub struct NextHop {
+    /// The next hop's address; filterd relays nowhere else.
+    pub addr: SocketAddr,
+    /// Our EHLO name.
+    pub helo_name: String,
+    /// Limit for connecting.
+    pub connect_timeout: Duration,
+    /// Limit for each command reply (greeting, EHLO, MAIL, RCPT, DATA's 354).
+    pub command_timeout: Duration,
+    /// Limit for the reply after the message content.
+    pub data_done_timeout: Duration,
+    /// Send XFORWARD when the next hop offers it.
+    pub xforward: bool,
+}
+
+impl NextHop {
+    /// The next hop as written in replies and logs: `[127.0.0.1]:10025`.
+    pub fn label(&self) -> String {
+        format!("[{}]:{}", self.addr.ip(), self.addr.port())
+    }
+}
+
+/// Why a relay attempt failed before the next hop gave a usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// TCP connect failed.
+    #[error("connect failed: {0}")]
+    Connect(std::io::Error),
+    /// A step took longer than its limit.
+    #[error("timeout waiting for {0}")]
+    Timeout(&'static str),
+    /// The connection broke.
+    #[error("connection lost: {0}")]
+    Io(#[from] std::io::Error),
+    /// The next hop said something that is not SMTP, or refused the session itself.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// What the next hop offered in its EHLO reply.
+#[derive(Debug, Clone, Default)]
+pub struct Capabilities {
+    pipelining: bool,
+    size: bool,
+    eightbitmime: bool,
+    smtputf8: bool,
+    dsn: bool,
+    xforward: Vec<XforwardAttr>,
+}
+
+impl Capabilities {
+    fn parse(reply: &Reply) -> Self {
+        let mut caps = Capabilities::default();
+        for line in reply.lines.iter().skip(1) {
+            let mut words = line.split_ascii_whitespace();
+            let Some(kw) = words.next() else { continue };
+            match kw.to_ascii_uppercase().as_str() {
+                "PIPELINING" => caps.pipelining = true,
+                "SIZE" => caps.size = true,
+                "8BITMIME" => caps.eightbitmime = true,
+                "SMTPUTF8" => caps.smtputf8 = true,
+                "DSN" => caps.dsn = true,
+                "XFORWARD" => caps.xforward = words.filter_map(XforwardAttr::from_name).collect(),
+                _ => {}
+            }
+        }
+        caps
+    }
+}
+
+/// One open connection to the next hop, between transactions or inside one.
+#[derive(Debug)]
+pub struct RelayConn {
+    io: BufReader<TcpStream>,
+    caps: Capabilities,
+    hop: std::sync::Arc<NextHop>,
+    line: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl RelayConn {
+    /// Connect, read the greeting and say EHLO.
+    pub async fn connect(hop: std::sync::Arc<NextHop>) -> Result<Self, RelayError> {
+        let stream = tokio::time::timeout(hop.connect_timeout, TcpStream::connect(hop.addr))
+            .await
+            .map_err(|_| RelayError::Timeout("connect"))?
+            .map_err(RelayError::Connect)?;
+        stream.set_nodelay(true).ok();
+        let mut conn = RelayConn {
+            io: BufReader::with_capacity(4096, stream),
+            caps: Capabilities::default(),
+            hop,
+            line: Vec::with_capacity(512),
+            out: Vec::with_capacity(16 * 1024),
+        };
+        let greeting = conn.read_reply("greeting").await?;
+        if greeting.code != 220 {
+            return Err(RelayError::Protocol(format!(
+                "greeting: {}",
+                greeting.one_line()
+            )));
+        }
+        let ehlo = format!("EHLO {}\r\n", conn.hop.helo_name);
+        conn.io.get_mut().write_all(ehlo.as_bytes()).await?;
+        let reply = conn.read_reply("EHLO reply").await?;
+        if reply.code != 250 {
+            return Err(RelayError::Protocol(format!("EHLO: {}", reply.one_line())));
+        }
+        conn.caps = Capabilities::parse(&reply);
+        Ok(conn)
+    }
+
+    /// Start a transaction: XFORWARD (when offered) and MAIL FROM. Returns the MAIL reply.
+    pub async fn mail(
+        &mut self,
+        xforward: &Xforward,
+        from: &str,
+        params: &MailParams,
+    ) -> Result<Reply, RelayError> {
+        let mut batch = String::new();
+        let mut xforward_lines = 0;
+        if self.hop.xforward && !self.caps.xforward.is_empty() && !xforward.is_empty() {
+            for line in xforward.commands(|a| self.caps.xforward.contains(&a)) {
+                batch.push_str(&line);
+                batch.push_str("\r\n");
+                xforward_lines += 1;
+                if !self.caps.pipelining {
+                    self.send(&batch).await?;
+                    batch.clear();
+                    self.expect_xforward_ok().await?;
+                    xforward_lines -= 1;
+                }
+            }
+        }
+        batch.push_str(&format!("MAIL FROM:<{from}>"));
+        if let (Some(size), true) = (params.size, self.caps.size) {
+            batch.push_str(&format!(" SIZE={size}"));
+        }
+        if self.caps.eightbitmime {
+            match params.body {
+                Some(Body::EightBitMime) => batch.push_str(" BODY=8BITMIME"),
+                Some(Body::SevenBit) => batch.push_str(" BODY=7BIT"),
+                None => {}
+            }
+        }
+        if params.smtputf8 && self.caps.smtputf8 {
+            batch.push_str(" SMTPUTF8");
+        }
+        if self.caps.dsn {
+            if let Some(ret) = &params.ret {
+                batch.push_str(&format!(" RET={ret}"));
+            }
+            if let Some(envid) = &params.envid {
+                batch.push_str(&format!(" ENVID={envid}"));
+            }
+        }
+        batch.push_str("\r\n");
+        self.send(&batch).await?;
+        for _ in 0..xforward_lines {
+            self.expect_xforward_ok().await?;
+        }
+        self.read_reply("MAIL reply").await
+    }
+
+    async fn expect_xforward_ok(&mut self) -> Result<(), RelayError> {
+        let r = self.read_reply("XFORWARD reply").await?;
+        if r.code != 250 {
+            return Err(RelayError::Protocol(format!("XFORWARD: {}", r.one_line())));
+        }
+        Ok(())
+    }
+
+    /// RCPT TO for one recipient. Returns the next hop's reply.
+    pub async fn rcpt(&mut self, to: &str, params: &RcptParams) -> Result<Reply, RelayError> {
+        let mut cmd = format!("RCPT TO:<{to}>");
+        if self.caps.dsn {
+            if let Some(n) = &params.notify {
+                cmd.push_str(&format!(" NOTIFY={n}"));
+            }
+            if let Some(o) = &params.orcpt {
+                cmd.push_str(&format!(" ORCPT={o}"));
+            }
+        }
+        cmd.push_str("\r\n");
+        self.send(&cmd).await?;
+        self.read_reply("RCPT reply").await
+    }
+
+    /// DATA, then the message (the `parts` in order), dot-stuffed. Returns the reply to DATA
+    /// if it was not 354, else the reply after the content.
+    pub async fn data(&mut self, parts: &[&[u8]]) -> Result<Reply, RelayError> {
+        self.send("DATA\r\n").await?;
+        let go = self.read_reply("DATA reply").await?;
+        if go.code != 354 {
+            return Ok(go);
+        }
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        dot_stuff(parts, &mut out);
+        let written = self.io.get_mut().write_all(&out).await;
+        self.out = out;
+        written?;
+        let timeout = self.hop.data_done_timeout;
+        self.read_reply_within("reply to end of DATA", timeout)
+            .await
+    }
+
+    /// Abort the current transaction.
+    pub async fn rset(&mut self) -> Result<(), RelayError> {
+        self.send("RSET\r\n").await?;
+        let r = self.read_reply("RSET reply").await?;
+        if r.code != 250 {
+            return Err(RelayError::Protocol(format!("RSET: {}", r.one_line())));
+        }
+        Ok(())
+    }
+
+    /// Say goodbye; errors do not matter any more.
+    pub async fn quit(mut self) {
+        if self.send("QUIT\r\n").await.is_ok() {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), self.read_reply("QUIT reply")).await;
+        }
+    }
+
+    async fn send(&mut self, s: &str) -> Result<(), RelayError> {
+        Ok(self.io.get_mut().write_all(s.as_bytes()).await?)
+    }
+
+    async fn read_reply(&mut self, what: &'static str) -> Result<Reply, RelayError> {
+        let t = self.hop.command_timeout;
+        self.read_reply_within(what, t).await
+    }
+
+    async fn read_reply_within(
+        &mut self,
+        what: &'static str,
+        limit: Duration,
+    ) -> Result<Reply, RelayError> {
+        tokio::time::timeout(limit, read_reply(&mut self.io, &mut self.line))
+            .await
+            .map_err(|_| RelayError::Timeout(what))?
+    }
+}
+
+/// Read one (possibly multi-line) reply; enhanced codes are split off the first line.
+pub async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(
+    io: &mut R,
+    line: &mut Vec<u8>,
+) -> Result<Reply, RelayError> {
+    let mut lines = vec![];
+    let mut code = 0u16;
+    loop {
+        line.clear();
+        let n = (&mut *io).take(4096).read_until(b'\n', line).await?;
+        if n == 0 {
+            return Err(RelayError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end_matches(['\r', '\n']);
+        let (c, rest) = text
+            .split_at_checked(3)
+            .ok_or_else(|| RelayError::Protocol(text.into()))?;
+        let this: u16 = c
+            .parse()
+            .ok()
+            .filter(|c| (200..600).contains(c))
+            .ok_or_else(|| RelayError::Protocol(format!("not a reply: {text}")))?;
+        if code != 0 && this != code {
+            return Err(RelayError::Protocol(format!("reply code changed: {text}")));
+        }
+        code = this;
+        let (last, body) = match rest.as_bytes().first() {
+            None => (true, ""),
+            Some(b' ') => (true, &rest[1..]),
+            Some(b'-') => (false, &rest[1..]),
+            _ => return Err(RelayError::Protocol(format!("not a reply: {text}"))),
+        };
+        lines.push(body.to_string());
+        if last {
+            break;
+        }
+        if lines.len() > 100 {
+            return Err(RelayError::Protocol("reply too long".into()));
+        }
+    }
+    let mut enhanced = None;
+    if let Some(first) = lines.first_mut()
+        && let Some((e, rest)) = split_enhanced(first, code)
+    {
+        enhanced = Some(e);
+        *first = rest;
+    }
+    Ok(Reply {
+        code,
+        enhanced,
+        lines,
+    })
+}
+
+fn split_enhanced(text: &str, code: u16) -> Option<(Enhanced, String)> {
+    let (word, rest) = text.split_once(' ').unwrap_or((text, ""));
+    let mut it = word.split('.');
+    let class: u8 = it.next()?.parse().ok()?;
+    let subject: u16 = it.next()?.parse().ok()?;
+    let detail: u16 = it.next()?.parse().ok()?;
+    if it.next().is_some() || u16::from(class) != code / 100 {
+        return None;
+    }
+    Some((Enhanced(class, subject, detail), rest.to_string()))
+}
+
+use tokio::io::AsyncReadExt as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn parse(wire: &[u8]) -> Result<Reply, RelayError> {
+        let mut r = BufReader::new(wire);
+        read_reply(&mut r, &mut vec![]).await
+    }
+
+    #[tokio::test]
+    async fn replies() {
+        let r = parse(b"250 2.0.0 Ok: queued as 4Xyz9\r\n").await.unwrap();
+        assert_eq!(r.code, 250);
+        assert_eq!(r.enhanced, Some(Enhanced(2, 0, 0)));
+        assert_eq!(r.lines, vec!["Ok: queued as 4Xyz9"]);
+        let r = parse(b"250-mx\r\n250-PIPELINING\r\n250 XFORWARD NAME ADDR\r\n")
+            .await
+            .unwrap();
+        let caps = Capabilities::parse(&r);
+        assert!(caps.pipelining);
+        assert_eq!(caps.xforward, vec![XforwardAttr::Name, XforwardAttr::Addr]);
+        let r = parse(b"550\r\n").await.unwrap();
+        assert_eq!((r.code, r.enhanced), (550, None));
+        assert!(parse(b"hello\r\n").await.is_err());
+        assert!(parse(b"250-a\r\n").await.is_err());
+        assert!(parse(b"250-a\r\n251 b\r\n").await.is_err());
+    }
+}

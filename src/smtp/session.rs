@@ -1,0 +1,626 @@
+//! One client connection: the SMTP/LMTP state machine, generic over any byte stream.
+//!
+//! The envelope is relayed as it arrives: MAIL and each RCPT are forwarded to the next hop
+//! and its answer is mirrored, so a recipient the next hop refuses is refused to Postfix with
+//! the next hop's own code (no recipient is ever dropped silently, none is held back). After
+//! DATA the filter scans the message; only then does the content go to the next hop, and the
+//! client hears 250 only after the next hop said 250 for it.
+
+use crate::smtp::codec::{Command, CommandError, DataError, Decoder, Event, Limits};
+use crate::smtp::envelope::{Envelope, MailParams, Recipient, Xforward};
+use crate::smtp::relay::{NextHop, RelayConn, RelayError};
+use crate::smtp::reply::Reply;
+use crate::smtp::rewrite::Rewrite;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+/// Session settings derived from the configuration.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Our name in the greeting and replies.
+    pub hostname: String,
+    /// Speak LMTP (LHLO, one reply per recipient after DATA).
+    pub lmtp: bool,
+    /// Codec limits.
+    pub limits: Limits,
+    /// Most recipients per transaction.
+    pub max_recipients: usize,
+    /// Idle limit while waiting for a command.
+    pub command_timeout: Duration,
+    /// Idle limit while receiving message content.
+    pub data_timeout: Duration,
+    /// Time budget for scanning one message.
+    pub scan_budget: Duration,
+}
+
+/// What happened to a message after DATA, for the log line.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The next hop accepted it.
+    Relayed {
+        /// The queue id from the next hop's reply, when it said one.
+        queued_as: Option<String>,
+    },
+    /// Refused permanently by the next hop (its reply is mirrored).
+    Rejected(Reply),
+    /// Not delivered; the client was told to try again.
+    TempFailed(String),
+}
+
+/// The filter a session calls after DATA. Implemented by the pipeline; the session knows
+/// nothing of checks or verdicts.
+pub trait MessageFilter: Send + Sync + 'static {
+    /// What the filter found, kept for the log line.
+    type Verdict: Send + 'static;
+
+    /// Scan one message and say how to rewrite it. Runs on a blocking thread.
+    fn scan(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+        mail_id: &str,
+    ) -> Result<(Rewrite, Self::Verdict), String>;
+
+    /// Log the final outcome of one message (one line per message).
+    fn log(&self, record: &MessageRecord<'_, Self::Verdict>);
+}
+
+/// Everything the log line of one message needs.
+#[derive(Debug)]
+pub struct MessageRecord<'a, V> {
+    /// The envelope as accepted.
+    pub envelope: &'a Envelope,
+    /// The id filterd gave the message.
+    pub mail_id: &'a str,
+    /// The Message-ID header, if any (filled by the verdict in practice).
+    pub size: usize,
+    /// The verdict, when the scan finished.
+    pub verdict: Option<&'a V>,
+    /// What happened downstream.
+    pub outcome: &'a Outcome,
+    /// From end of DATA to the reply.
+    pub elapsed: Duration,
+}
+
+struct Transaction {
+    sender: String,
+    params: MailParams,
+    recipients: Vec<Recipient>,
+    attempted: usize,
+    /// Set when the next hop failed mid-envelope: everything after tempfails.
+    broken: Option<String>,
+}
+
+/// One connection's state.
+pub struct Session<S, F: MessageFilter> {
+    stream: S,
+    cfg: Arc<SessionConfig>,
+    hop: Arc<NextHop>,
+    filter: Arc<F>,
+    shutdown: watch::Receiver<bool>,
+    decoder: Decoder,
+    out: Vec<u8>,
+    peer: SocketAddr,
+    helo: Option<String>,
+    xforward: Xforward,
+    txn: Option<Transaction>,
+    relay: Option<RelayConn>,
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+impl<S, F> Session<S, F>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: MessageFilter,
+{
+    /// A session for an accepted connection from `peer`.
+    pub fn new(
+        stream: S,
+        peer: SocketAddr,
+        cfg: Arc<SessionConfig>,
+        hop: Arc<NextHop>,
+        filter: Arc<F>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Session {
+            stream,
+            decoder: Decoder::new(cfg.limits),
+            cfg,
+            hop,
+            filter,
+            shutdown,
+            out: Vec::with_capacity(1024),
+            peer,
+            helo: None,
+            xforward: Xforward::default(),
+            txn: None,
+            relay: None,
+        }
+    }
+
+    /// Run the conversation to its end. I/O errors end the session; nothing is relayed
+    /// for a transaction that did not finish.
+    pub async fn run(mut self) -> std::io::Result<()> {
+        self.reply(Reply::greeting(&self.cfg.hostname, self.cfg.lmtp));
+        self.flush().await?;
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            while let Some(event) = self.decoder.next_event() {
+                if let Flow::Close = self.handle(event).await {
+                    self.flush().await?;
+                    self.close_relay().await;
+                    return Ok(());
+                }
+            }
+            self.flush().await?;
+            let in_data = self.decoder.in_data();
+            let limit = if in_data {
+                self.cfg.data_timeout
+            } else {
+                self.cfg.command_timeout
+            };
+            let draining = *self.shutdown.borrow();
+            let read = tokio::select! {
+                r = tokio::time::timeout(limit, self.stream.read(&mut chunk)) => r,
+                _ = self.shutdown.changed(), if !in_data && !draining => {
+                    self.reply(Reply::shutting_down(&self.cfg.hostname));
+                    self.flush().await?;
+                    self.close_relay().await;
+                    return Ok(());
+                }
+            };
+            match read {
+                Err(_) => {
+                    self.reply(Reply::timeout(&self.cfg.hostname));
+                    let _ = self.flush().await;
+                    self.close_relay().await;
+                    return Ok(());
+                }
+                Ok(Ok(0)) => {
+                    // Client gone; an unfinished transaction is simply dropped (the next
+                    // hop never received its content).
+                    self.close_relay().await;
+                    return Ok(());
+                }
+                Ok(Ok(n)) => self.decoder.extend(&chunk[..n]),
+                Ok(Err(e)) => {
+                    self.close_relay().await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn reply(&mut self, r: Reply) {
+        self.out.extend_from_slice(&r.to_wire());
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await?;
+            self.stream.flush().await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    async fn close_relay(&mut self) {
+        if let Some(relay) = self.relay.take() {
+            if self.txn.is_some() {
+                // Dropping the connection aborts the next hop's transaction.
+                drop(relay);
+            } else {
+                relay.quit().await;
+            }
+        }
+    }
+
+    async fn handle(&mut self, event: Event) -> Flow {
+        match event {
+            Event::Command(Ok(cmd)) => self.command(cmd).await,
+            Event::Command(Err(e)) => {
+                self.reply(match e {
+                    CommandError::Unknown => Reply::unknown_command(),
+                    CommandError::TooLong => Reply::command_too_long(),
+                    CommandError::Syntax(s) => Reply::syntax(s),
+                    CommandError::BadAddress(a) => Reply::bad_address(&a),
+                    CommandError::BadParameter(p) => Reply::bad_parameter(&p),
+                });
+                Flow::Continue
+            }
+            Event::Message(m) => {
+                self.message(m).await;
+                Flow::Continue
+            }
+        }
+    }
+
+    async fn command(&mut self, cmd: Command) -> Flow {
+        if *self.shutdown.borrow() {
+            self.reply(Reply::shutting_down(&self.cfg.hostname));
+            return Flow::Close;
+        }
+        let lmtp = self.cfg.lmtp;
+        match cmd {
+            Command::Helo(name) | Command::Ehlo(name) if lmtp => {
+                let _ = name;
+                self.reply(Reply::bad_sequence("use LHLO (this is LMTP)"));
+            }
+            Command::Lhlo(_) if !lmtp => self.reply(Reply::unknown_command()),
+            Command::Helo(name) => {
+                self.reset().await;
+                self.helo = Some(name);
+                self.reply(Reply::helo(&self.cfg.hostname));
+            }
+            Command::Ehlo(name) | Command::Lhlo(name) => {
+                self.reset().await;
+                self.helo = Some(name);
+                self.reply(Reply::ehlo(
+                    &self.cfg.hostname,
+                    self.cfg.limits.max_message_size,
+                ));
+            }
+            Command::Xforward(attrs) => {
+                if self.txn.is_some() {
+                    self.reply(Reply::bad_sequence("MAIL transaction in progress"));
+                } else {
+                    for (k, v) in attrs {
+                        self.xforward.set(k, v);
+                    }
+                    self.reply(Reply::ok());
+                }
+            }
+            Command::Mail { from, params } => self.mail(from, params).await,
+            Command::Rcpt { to, params } => {
+                self.rcpt(Recipient {
+                    address: to,
+                    params,
+                })
+                .await
+            }
+            Command::Data => match &self.txn {
+                None => self.reply(Reply::bad_sequence("need MAIL command")),
+                Some(t) if t.broken.is_some() => {
+                    let why = t.broken.clone().unwrap_or_default();
+                    self.reply(Reply::next_hop_unavailable(&self.hop.label(), &why));
+                }
+                Some(t) if t.recipients.is_empty() && t.attempted == 0 => {
+                    self.reply(Reply::bad_sequence("need RCPT command"))
+                }
+                Some(t) if t.recipients.is_empty() => self.reply(Reply::no_valid_recipients()),
+                Some(_) => {
+                    self.reply(Reply::start_data());
+                    self.decoder.begin_data();
+                }
+            },
+            Command::Rset => {
+                self.reset().await;
+                self.reply(Reply::ok());
+            }
+            Command::Noop => self.reply(Reply::ok()),
+            Command::Vrfy => self.reply(Reply::vrfy()),
+            Command::Help => self.reply(Reply::help()),
+            Command::NotImplemented(_) => self.reply(Reply::not_implemented()),
+            Command::Quit => {
+                self.reply(Reply::bye());
+                return Flow::Close;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Abort any transaction, here and at the next hop.
+    async fn reset(&mut self) {
+        self.xforward = Xforward::default();
+        if self.txn.take().is_some()
+            && let Some(relay) = &mut self.relay
+            && relay.rset().await.is_err()
+        {
+            self.relay = None;
+        }
+    }
+
+    async fn mail(&mut self, from: String, params: MailParams) {
+        if self.helo.is_none() {
+            return self.reply(Reply::bad_sequence("send HELO/EHLO first"));
+        }
+        if self.txn.is_some() {
+            return self.reply(Reply::bad_sequence("nested MAIL command"));
+        }
+        if params
+            .size
+            .is_some_and(|s| s > self.cfg.limits.max_message_size as u64)
+        {
+            return self.reply(Reply::size_exceeded_declared());
+        }
+        // A cached connection may have been closed by the next hop while idle: retry once
+        // on a fresh one before giving up.
+        let mut attempts = if self.relay.is_some() { 2 } else { 1 };
+        let reply = loop {
+            attempts -= 1;
+            let result = match self.relay.as_mut() {
+                Some(r) => r.mail(&self.xforward, &from, &params).await,
+                None => match RelayConn::connect(self.hop.clone()).await {
+                    Ok(conn) => {
+                        let conn = self.relay.insert(conn);
+                        conn.mail(&self.xforward, &from, &params).await
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            match result {
+                Ok(r) => break Ok(r),
+                Err(e) => {
+                    self.relay = None;
+                    if attempts == 0 {
+                        break Err(e);
+                    }
+                }
+            }
+        };
+        match reply {
+            Ok(r) if r.is_positive() => {
+                self.txn = Some(Transaction {
+                    sender: from,
+                    params,
+                    recipients: vec![],
+                    attempted: 0,
+                    broken: None,
+                });
+                self.reply(Reply::sender_ok());
+            }
+            Ok(r) => self.reply(Reply::from_next_hop(&self.hop.label(), &r)),
+            Err(e) => {
+                tracing::warn!(next_hop = %self.hop.label(), error = %e, "next hop unavailable at MAIL");
+                self.reply(Reply::next_hop_unavailable(
+                    &self.hop.label(),
+                    &e.to_string(),
+                ));
+            }
+        }
+    }
+
+    async fn rcpt(&mut self, rcpt: Recipient) {
+        let Some(txn) = self.txn.as_mut() else {
+            return self.reply(Reply::bad_sequence("need MAIL command"));
+        };
+        if let Some(why) = &txn.broken {
+            let r = Reply::next_hop_unavailable(&self.hop.label(), why);
+            return self.reply(r);
+        }
+        if txn.attempted >= self.cfg.max_recipients {
+            return self.reply(Reply::too_many_recipients());
+        }
+        txn.attempted += 1;
+        let result = match self.relay.as_mut() {
+            Some(relay) => relay.rcpt(&rcpt.address, &rcpt.params).await,
+            None => Err(RelayError::Protocol("connection lost".into())),
+        };
+        let hop = self.hop.label();
+        let reply = match result {
+            Ok(r) if r.is_positive() => {
+                txn.recipients.push(rcpt);
+                Reply::recipient_ok()
+            }
+            Ok(r) => Reply::from_next_hop(&hop, &r),
+            Err(e) => {
+                tracing::warn!(next_hop = %hop, error = %e, "next hop failed at RCPT");
+                self.relay = None;
+                txn.broken = Some(e.to_string());
+                Reply::next_hop_unavailable(&hop, &e.to_string())
+            }
+        };
+        self.reply(reply);
+    }
+
+    async fn message(&mut self, message: Result<Vec<u8>, DataError>) {
+        let Some(txn) = self.txn.take() else {
+            return;
+        };
+        let n_replies = if self.cfg.lmtp {
+            txn.recipients.len()
+        } else {
+            1
+        };
+        let envelope = Envelope {
+            peer: self.peer,
+            helo: self.helo.clone().unwrap_or_default(),
+            xforward: std::mem::take(&mut self.xforward),
+            sender: txn.sender,
+            mail_params: txn.params,
+            recipients: txn.recipients,
+        };
+        let reply = match message {
+            Ok(message) => self.deliver(envelope, message).await,
+            Err(e) => {
+                if let Some(relay) = &mut self.relay
+                    && relay.rset().await.is_err()
+                {
+                    self.relay = None;
+                }
+                match e {
+                    DataError::TooBig => Reply::message_too_big(),
+                    DataError::LineTooLong => {
+                        Reply::data_line_too_long(self.cfg.limits.max_data_line)
+                    }
+                }
+            }
+        };
+        for _ in 0..n_replies {
+            self.reply(reply.clone());
+        }
+    }
+
+    /// Scan, relay the content, and return the reply for the client.
+    async fn deliver(&mut self, envelope: Envelope, message: Vec<u8>) -> Reply {
+        let started = Instant::now();
+        let mail_id = new_mail_id();
+        let message: Arc<[u8]> = message.into();
+        let size = message.len();
+        let scan = {
+            let filter = self.filter.clone();
+            let env = envelope.clone();
+            let msg = message.clone();
+            let id = mail_id.clone();
+            tokio::time::timeout(
+                self.cfg.scan_budget,
+                tokio::task::spawn_blocking(move || {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        filter.scan(&env, &msg, &id)
+                    }))
+                }),
+            )
+            .await
+        };
+        let hop = self.hop.label();
+        let (rewrite, verdict) = match scan {
+            Ok(Ok(Ok(Ok(done)))) => done,
+            failed => {
+                let (reply, why) = match failed {
+                    Err(_) => (
+                        Reply::scan_timeout(),
+                        "scan time budget exceeded".to_string(),
+                    ),
+                    Ok(Ok(Ok(Err(e)))) => (Reply::scan_failed(&e), e),
+                    _ => (
+                        Reply::scan_failed("internal error"),
+                        "scan panicked".to_string(),
+                    ),
+                };
+                self.abort_relay().await;
+                self.log(
+                    &envelope,
+                    &mail_id,
+                    size,
+                    None,
+                    &Outcome::TempFailed(why),
+                    started,
+                );
+                return reply;
+            }
+        };
+        let parts = rewrite.parts(&message);
+        let result = match self.relay.as_mut() {
+            Some(relay) => relay.data(&parts).await,
+            None => Err(RelayError::Protocol("connection lost".into())),
+        };
+        let (reply, outcome) = match result {
+            Ok(r) if r.is_positive() => {
+                let queued_as = queued_as(&r);
+                (
+                    Reply::from_next_hop(&hop, &r),
+                    Outcome::Relayed { queued_as },
+                )
+            }
+            Ok(r) if r.is_transient() || r.code < 400 => {
+                let mut mirrored = Reply::from_next_hop(&hop, &r);
+                mirrored.code = 451;
+                (mirrored, Outcome::TempFailed(r.one_line()))
+            }
+            Ok(r) => (Reply::from_next_hop(&hop, &r), Outcome::Rejected(r)),
+            Err(e) => {
+                self.relay = None;
+                (
+                    Reply::next_hop_unavailable(&hop, &e.to_string()),
+                    Outcome::TempFailed(e.to_string()),
+                )
+            }
+        };
+        self.log(&envelope, &mail_id, size, Some(&verdict), &outcome, started);
+        reply
+    }
+
+    async fn abort_relay(&mut self) {
+        if let Some(relay) = &mut self.relay
+            && relay.rset().await.is_err()
+        {
+            self.relay = None;
+        }
+    }
+
+    fn log(
+        &self,
+        envelope: &Envelope,
+        mail_id: &str,
+        size: usize,
+        verdict: Option<&F::Verdict>,
+        outcome: &Outcome,
+        started: Instant,
+    ) {
+        self.filter.log(&MessageRecord {
+            envelope,
+            mail_id,
+            size,
+            verdict,
+            outcome,
+            elapsed: started.elapsed(),
+        });
+    }
+}
+
+/// The queue id in a `250 2.0.0 Ok: queued as XYZ` reply.
+fn queued_as(r: &Reply) -> Option<String> {
+    let text = r.lines.first()?;
+    let i = text.find("queued as ")?;
+    let id: String = text[i + 10..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    (!id.is_empty()).then_some(id)
+}
+
+/// A new amavis-style mail id: 12 characters of `[A-Za-z0-9+-]`, 72 random bits.
+pub fn new_mail_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+-";
+    let mut bytes = [0u8; 9];
+    if getrandom::fill(&mut bytes).is_err() {
+        // The OS RNG failing is not a reason to lose mail; fall back to time and a counter.
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ COUNTER
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .rotate_left(40);
+        bytes[..8].copy_from_slice(&t.to_le_bytes());
+    }
+    let mut id = String::with_capacity(12);
+    for chunk in bytes.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16) | (u32::from(chunk[1]) << 8) | u32::from(chunk[2]);
+        for shift in [18, 12, 6, 0] {
+            id.push(ALPHABET[((n >> shift) & 63) as usize] as char);
+        }
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mail_ids() {
+        let a = new_mail_id();
+        assert_eq!(a.len(), 12);
+        assert_ne!(a, new_mail_id());
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-')
+        );
+    }
+
+    #[test]
+    fn queue_id_from_reply() {
+        let r = Reply::new(250, None, "2.0.0 Ok: queued as 4Xyz9");
+        assert_eq!(queued_as(&r).as_deref(), Some("4Xyz9"));
+        assert_eq!(queued_as(&Reply::new(250, None, "Ok")), None);
+    }
+}

@@ -1,0 +1,221 @@
+//! Hits times scores gives the verdict: the total score, the sorted hit list, the amavis
+//! category; and its rendering as amavisd-new's exact `X-Spam-*` headers.
+
+use crate::checks::Hits;
+use crate::config::Levels;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// The verdict on one message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// Sum of the hit scores, rounded to 3 decimals.
+    pub score: f64,
+    /// Hits with their scores, sorted by name.
+    pub hits: Vec<(&'static str, f64)>,
+    /// The levels it was judged against.
+    pub levels: Levels,
+    /// The Message-ID header, for the log line.
+    pub message_id: Option<String>,
+}
+
+/// amavisd-new's content category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Category {
+    /// Below tag2.
+    Clean,
+    /// At or above tag2, below kill.
+    Spammy,
+    /// At or above kill.
+    Spam,
+}
+
+impl Category {
+    /// As written in the log line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Clean => "CLEAN",
+            Category::Spammy => "SPAMMY",
+            Category::Spam => "SPAM",
+        }
+    }
+}
+
+impl Verdict {
+    /// Score the hits.
+    pub fn new(hits: &Hits, scores: &BTreeMap<&'static str, f64>, levels: Levels) -> Self {
+        let mut scored: Vec<(&'static str, f64)> = hits
+            .names()
+            .iter()
+            .map(|n| (*n, scores.get(n).copied().unwrap_or(0.0)))
+            .collect();
+        scored.sort_by(|a, b| a.0.cmp(b.0));
+        let sum: f64 = scored.iter().map(|(_, s)| s).sum();
+        Verdict {
+            score: (sum * 1000.0).round() / 1000.0,
+            hits: scored,
+            levels,
+            message_id: None,
+        }
+    }
+
+    /// At or above tag2: spam.
+    pub fn is_spam(&self) -> bool {
+        self.score >= self.levels.tag2
+    }
+
+    /// At or above the tag level: X-Spam-* headers are added.
+    pub fn is_tagged(&self) -> bool {
+        self.score >= self.levels.tag
+    }
+
+    /// The amavis category.
+    pub fn category(&self) -> Category {
+        if self.score >= self.levels.kill {
+            Category::Spam
+        } else if self.is_spam() {
+            Category::Spammy
+        } else {
+            Category::Clean
+        }
+    }
+
+    /// The `X-Spam-Flag`, `X-Spam-Score`, `X-Spam-Level` and `X-Spam-Status` header lines,
+    /// CRLF-terminated, in amavisd-new's format.
+    pub fn spam_headers(&self, autolearn: &str) -> String {
+        let mut out = String::with_capacity(256);
+        let yes = self.is_spam();
+        let _ = write!(out, "X-Spam-Flag: {}\r\n", if yes { "YES" } else { "NO" });
+        let _ = write!(out, "X-Spam-Score: {}\r\n", format_score(self.score));
+        let stars = if self.score >= 1.0 {
+            (self.score as usize).min(64)
+        } else {
+            0
+        };
+        if stars == 0 {
+            out.push_str("X-Spam-Level:\r\n");
+        } else {
+            let _ = write!(out, "X-Spam-Level: {}\r\n", "*".repeat(stars));
+        }
+        let mut words = vec![
+            format!("{},", if yes { "Yes" } else { "No" }),
+            format!("score={}", format_score(self.score)),
+            format!("tagged_above={}", format_score(self.levels.tag)),
+            format!("required={}", format_score(self.levels.tag2)),
+        ];
+        let n = self.hits.len();
+        if n == 0 {
+            words.push("tests=[none]".into());
+        }
+        for (i, (name, score)) in self.hits.iter().enumerate() {
+            let open = if i == 0 { "tests=[" } else { "" };
+            let close = if i + 1 == n { "]" } else { "," };
+            words.push(format!("{open}{name}={}{close}", format_score(*score)));
+        }
+        words.push(format!("autolearn={autolearn}"));
+        out.push_str(&fold("X-Spam-Status:", &words));
+        out
+    }
+}
+
+/// A score as amavisd-new prints it: 3 decimals, trailing zeros and dot trimmed.
+pub fn format_score(x: f64) -> String {
+    let s = format!("{x:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".into() } else { s.into() }
+}
+
+/// Fold `name word word ...` at 78 columns (a TAB counts as 8), breaking only between words,
+/// continuation lines starting with a TAB; CRLF-terminated.
+fn fold(name: &str, words: &[String]) -> String {
+    let mut out = String::from(name);
+    let mut col = name.len();
+    for w in words {
+        if col + 1 + w.len() > 78 && col > 8 {
+            out.push_str("\r\n\t");
+            col = 8;
+        } else {
+            out.push(' ');
+            col += 1;
+        }
+        out.push_str(w);
+        col += w.len();
+    }
+    out.push_str("\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn levels() -> Levels {
+        Levels {
+            tag: 2.0,
+            tag2: 6.2,
+            kill: 6.9,
+        }
+    }
+
+    #[test]
+    fn scores_print_like_amavis() {
+        for (x, s) in [
+            (3.1, "3.1"),
+            (-0.01, "-0.01"),
+            (12.345, "12.345"),
+            (0.0, "0"),
+            (-0.0001, "0"),
+            (-999.0, "-999"),
+            (6.31, "6.31"),
+        ] {
+            assert_eq!(format_score(x), s);
+        }
+    }
+
+    #[test]
+    fn reproduces_the_reference_folding() {
+        // The example in compat.md, from amavisd-new's own output.
+        let v = Verdict {
+            score: -1.003,
+            hits: vec![
+                ("BAYES_00", -1.9),
+                ("DKIM_SIGNED", 0.1),
+                ("DKIM_VALID", -0.1),
+                ("SPF_PASS", -0.001),
+            ],
+            levels: levels(),
+            message_id: None,
+        };
+        let h = v.spam_headers("ham autolearn_force=no");
+        assert_eq!(
+            h,
+            "X-Spam-Flag: NO\r\nX-Spam-Score: -1.003\r\nX-Spam-Level:\r\n\
+X-Spam-Status: No, score=-1.003 tagged_above=2 required=6.2\r\n\
+\ttests=[BAYES_00=-1.9, DKIM_SIGNED=0.1, DKIM_VALID=-0.1,\r\n\
+\tSPF_PASS=-0.001] autolearn=ham autolearn_force=no\r\n"
+        );
+    }
+
+    #[test]
+    fn spam_flag_level_and_category() {
+        let mut scores = BTreeMap::new();
+        scores.insert("GTUBE", 1000.0);
+        scores.insert("MISSING_DATE", 1.4);
+        let mut hits = Hits::default();
+        hits.add("MISSING_DATE");
+        hits.add("GTUBE");
+        let v = Verdict::new(&hits, &scores, levels());
+        assert_eq!(v.score, 1001.4);
+        assert_eq!(v.category(), Category::Spam);
+        let h = v.spam_headers("disabled");
+        assert!(h.starts_with("X-Spam-Flag: YES\r\nX-Spam-Score: 1001.4\r\n"));
+        assert!(h.contains(&format!("X-Spam-Level: {}\r\n", "*".repeat(64))));
+        assert!(h.contains("tests=[GTUBE=1000, MISSING_DATE=1.4]"));
+        for line in h.split("\r\n") {
+            assert!(line.replace('\t', "        ").len() <= 78, "{line}");
+        }
+        let v = Verdict::new(&Hits::default(), &scores, levels());
+        assert!(v.spam_headers("disabled").contains("tests=[none]"));
+        assert_eq!(v.category(), Category::Clean);
+    }
+}
