@@ -1,1 +1,8 @@
+//! The integration test binary: filterd processes on loopback against in-process sinks,
+//! in-process sessions over duplex streams, the CLI, and a real Postfix end to end.
 
+mod cli;
+mod postfix;
+mod relay;
+mod session;
+mod util;

@@ -1,0 +1,51 @@
+//! The binaries as a user runs them: config checking and exit codes.
+
+use crate::util::repo;
+use std::process::Command;
+
+#[test]
+fn check_config_accepts_the_example_and_defaults() {
+    let out = Command::new(env!("CARGO_BIN_EXE_filterd"))
+        .arg("--check-config")
+        .arg("--config")
+        .arg(repo().join("filterd.toml.example"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_filterd"))
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+#[test]
+fn check_config_lists_every_problem_and_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = [\"localhost\"]\nmax_connections = 0\n[scores]\nNOT_A_RULE = 2\n[levles]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_filterd"))
+        .args(["--check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in ["server.listen", "max_connections", "NOT_A_RULE", "levles"] {
+        assert!(err.contains(needle), "{needle} not reported:\n{err}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_filterd"))
+        .args(["--config", "/nonexistent/filterd.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/filterd.toml"));
+}

@@ -1,0 +1,1 @@
+//! End to end through a real Postfix (placeholder until written below).

@@ -1,0 +1,152 @@
+//! In-process sessions over duplex streams: the state machine without sockets on the client
+//! side (the relay still talks to a loopback sink), including paused-time timeouts.
+
+use crate::util::sink::{Behaviour, Sink};
+use filterd::config::Config;
+use filterd::pipeline::Pipeline;
+use filterd::smtp::session::{Session, SessionConfig};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
+use tokio::sync::watch;
+
+struct Duplex {
+    io: BufReader<DuplexStream>,
+    _stop: watch::Sender<bool>,
+}
+
+impl Duplex {
+    fn start(next_hop: SocketAddr, tweak: impl FnOnce(&mut SessionConfig)) -> Duplex {
+        let mut cfg = Config::parse(&format!("[next_hop]\naddress = \"{next_hop}\"\n")).unwrap();
+        let mut session = (*cfg.session).clone();
+        tweak(&mut session);
+        cfg.session = Arc::new(session);
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let (stop, stop_rx) = watch::channel(false);
+        let s = Session::new(
+            server,
+            "127.0.0.1:40000".parse().unwrap(),
+            cfg.session.clone(),
+            cfg.next_hop.clone(),
+            Arc::new(Pipeline::new(&cfg)),
+            stop_rx,
+        );
+        tokio::spawn(s.run());
+        Duplex {
+            io: BufReader::new(client),
+            _stop: stop,
+        }
+    }
+
+    async fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            if self.io.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return all;
+            }
+            all.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return all;
+            }
+        }
+    }
+
+    async fn send(&mut self, b: &[u8]) {
+        self.io.get_mut().write_all(b).await.unwrap();
+    }
+
+    async fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes()).await;
+        self.reply().await
+    }
+}
+
+fn code(r: &str) -> &str {
+    r.get(..3).unwrap_or("")
+}
+
+#[tokio::test]
+async fn pipelined_batch_gets_replies_in_order() {
+    let sink = Sink::start(Behaviour::default()).await;
+    let mut d = Duplex::start(sink.addr, |_| {});
+    assert_eq!(code(&d.reply().await), "220");
+    d.send(b"EHLO a.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nRCPT TO:<c@y.test>\r\nDATA\r\n").await;
+    let replies = [
+        d.reply().await,
+        d.reply().await,
+        d.reply().await,
+        d.reply().await,
+        d.reply().await,
+    ];
+    let codes: Vec<&str> = replies.iter().map(|r| code(r)).collect();
+    assert_eq!(codes, ["250", "250", "250", "250", "354"], "{replies:?}");
+    d.send(b"Subject: p\r\n\r\nbody\r\n.\r\nQUIT\r\n").await;
+    assert_eq!(code(&d.reply().await), "250");
+    assert_eq!(code(&d.reply().await), "221");
+    assert_eq!(sink.received()[0].rcpts.len(), 2);
+}
+
+#[tokio::test]
+async fn commands_out_of_order_and_bad_syntax() {
+    let sink = Sink::start(Behaviour::default()).await;
+    let mut d = Duplex::start(sink.addr, |s| s.max_recipients = 2);
+    d.reply().await;
+    let cases: &[(&str, &str)] = &[
+        ("MAIL FROM:<a@x.test>", "503"),
+        ("RCPT TO:<b@y.test>", "503"),
+        ("FOO bar", "502"),
+        ("STARTTLS", "502"),
+        ("HELO", "501"),
+        ("EHLO a.test", "250"),
+        ("RCPT TO:<b@y.test>", "503"),
+        ("DATA", "503"),
+        ("MAIL FROM:<a@x.test> FROBNICATE", "555"),
+        ("MAIL FROM:<a@x.test", "501"),
+        ("MAIL FROM:<a@x.test> SMTPUTF8", "250"),
+        ("MAIL FROM:<a@x.test>", "503"),
+        ("XFORWARD ADDR=192.0.2.1", "503"),
+        ("DATA", "503"),
+        ("RCPT TO:<>", "501"),
+        ("RCPT TO:<b@y.test> NOTIFY=BOGUS", "555"),
+        ("RCPT TO:<b@y.test>", "250"),
+        ("RCPT TO:<c@y.test>", "250"),
+        ("RCPT TO:<d@y.test>", "452"),
+        ("VRFY b", "252"),
+        ("NOOP", "250"),
+        ("RSET", "250"),
+        ("DATA", "503"),
+        ("XFORWARD ADDR=192.0.2.1", "250"),
+        ("XFORWARD BOGUS=1", "555"),
+        ("QUIT", "221"),
+    ];
+    for (line, want) in cases {
+        let r = d.cmd(line).await;
+        assert_eq!(code(&r), *want, "{line} -> {r}");
+    }
+}
+
+#[tokio::test]
+async fn over_long_command_line_is_refused_and_session_continues() {
+    let sink = Sink::start(Behaviour::default()).await;
+    let mut d = Duplex::start(sink.addr, |_| {});
+    d.reply().await;
+    let long = format!("NOOP {}", "x".repeat(5000));
+    assert_eq!(code(&d.cmd(&long).await), "500");
+    assert_eq!(code(&d.cmd("NOOP").await), "250");
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_client_times_out_with_421() {
+    // No next hop is needed before MAIL.
+    let mut d = Duplex::start("127.0.0.1:9".parse().unwrap(), |s| {
+        s.command_timeout = Duration::from_secs(300)
+    });
+    d.reply().await;
+    d.cmd("EHLO a.test").await;
+    // Paused time advances by itself while everything waits.
+    let r = d.reply().await;
+    assert!(r.starts_with("421 4.4.2 "), "{r}");
+    assert_eq!(d.reply().await, "", "connection should be closed");
+}
