@@ -1,1 +1,188 @@
-fn main() {}
+//! The end-to-end load bench: N concurrent SMTP sessions push messages through a real
+//! filterd process (the release binary) into a loopback sink, and the same load generator
+//! pushes the same messages straight into the same sink as the baseline, in the same run.
+//! Prints messages/s, p50/p99 latency per message (and what filterd adds), and filterd's
+//! peak RSS.
+//!
+//! `cargo bench --bench load` (defaults: 16 sessions, 5 KB messages, 8 s per phase);
+//! `LOAD_SESSIONS`, `LOAD_SECONDS`, `LOAD_SIZE` change them.
+
+#[path = "../tests/integration/util/sink.rs"]
+mod sink;
+
+use sink::{Behaviour, Sink};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn message(size: usize) -> Vec<u8> {
+    let mut m = String::from(
+        "Received: from mail.example.org (mail.example.org [192.0.2.10])\r\n\
+\tby mx.example.net (Postfix) with ESMTP id 4Xyz1; Mon, 23 Nov 2026 10:00:05 +0000\r\n\
+From: Alice Example <alice@example.org>\r\nTo: Bob <bob@example.net>\r\n\
+Subject: Re: quarterly planning notes\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\
+Message-ID: <20261123100000.1234@example.org>\r\nMIME-Version: 1.0\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\r\n",
+    );
+    while m.len() < size {
+        m.push_str("The quarterly planning meeting moved to Thursday; bring the figures.\r\n");
+    }
+    m.push_str(".\r\n");
+    m.into_bytes()
+}
+
+async fn read_reply(r: &mut BufReader<TcpStream>, line: &mut String) -> std::io::Result<u16> {
+    loop {
+        line.clear();
+        if r.read_line(line).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return Ok(line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0));
+        }
+    }
+}
+
+/// One session sending messages until the deadline, Postfix-style (MAIL, RCPT and DATA
+/// pipelined). Returns the latency of each message, from MAIL to the final reply.
+async fn session(addr: SocketAddr, msg: std::sync::Arc<Vec<u8>>, until: Instant) -> std::io::Result<Vec<Duration>> {
+    let s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    let mut lat = Vec::new();
+    read_reply(&mut r, &mut line).await?;
+    r.get_mut().write_all(b"EHLO load.test\r\n").await?;
+    read_reply(&mut r, &mut line).await?;
+    while Instant::now() < until {
+        let t = Instant::now();
+        r.get_mut()
+            .write_all(b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n")
+            .await?;
+        let codes = [
+            read_reply(&mut r, &mut line).await?,
+            read_reply(&mut r, &mut line).await?,
+            read_reply(&mut r, &mut line).await?,
+        ];
+        if codes != [250, 250, 354] {
+            return Err(std::io::Error::other(format!("unexpected replies {codes:?}: {line}")));
+        }
+        r.get_mut().write_all(&msg).await?;
+        let code = read_reply(&mut r, &mut line).await?;
+        if code != 250 {
+            return Err(std::io::Error::other(format!("message refused: {line}")));
+        }
+        lat.push(t.elapsed());
+    }
+    r.get_mut().write_all(b"QUIT\r\n").await?;
+    Ok(lat)
+}
+
+struct Phase {
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+    n: usize,
+}
+
+async fn run_phase(addr: SocketAddr, sessions: usize, secs: u64, msg: &std::sync::Arc<Vec<u8>>) -> Phase {
+    // Warm up briefly so connection setup and caches do not count.
+    let warm = Instant::now() + Duration::from_millis(500);
+    let _ = futures_join(addr, sessions, msg, warm).await;
+    let start = Instant::now();
+    let until = start + Duration::from_secs(secs);
+    let mut lat = futures_join(addr, sessions, msg, until).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    lat.sort();
+    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default();
+    Phase {
+        rate: lat.len() as f64 / elapsed,
+        p50: pct(0.50),
+        p99: pct(0.99),
+        n: lat.len(),
+    }
+}
+
+async fn futures_join(addr: SocketAddr, sessions: usize, msg: &std::sync::Arc<Vec<u8>>, until: Instant) -> Vec<Duration> {
+    let tasks: Vec<_> = (0..sessions).map(|_| tokio::spawn(session(addr, msg.clone(), until))).collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(Ok(l)) => all.extend(l),
+            Ok(Err(e)) => panic!("load session failed: {e}"),
+            Err(e) => panic!("load task panicked: {e}"),
+        }
+    }
+    all
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn main() {
+    // `cargo test --benches` runs benches without `--bench`: do nothing then.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let sessions = env_or("LOAD_SESSIONS", 16) as usize;
+    let secs = env_or("LOAD_SECONDS", 8);
+    let size = env_or("LOAD_SIZE", 5000) as usize;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let sink = Sink::start(Behaviour { discard: true, ..Behaviour::default() }).await;
+        let msg = std::sync::Arc::new(message(size));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("filterd.toml");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        std::fs::write(
+            &cfg,
+            format!("[server]\nlisten = [\"127.0.0.1:{port}\"]\nmax_connections = 256\n[next_hop]\naddress = \"{}\"\n[log]\nlevel = \"warn\"\n", sink.addr),
+        )
+        .expect("config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_filterd"))
+            .arg("--config")
+            .arg(&cfg)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn filterd");
+        let filterd: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(filterd).await.is_err() {
+            assert!(Instant::now() < deadline, "filterd did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let base = run_phase(sink.addr, sessions, secs, &msg).await;
+        let through = run_phase(filterd, sessions, secs, &msg).await;
+        let rss = peak_rss_kib(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!("load: {sessions} sessions, {} byte messages, {secs} s per phase", msg.len() - 3);
+        println!("{:<28} {:>10} {:>9} {:>9} {:>8}", "path", "msg/s", "p50 ms", "p99 ms", "msgs");
+        println!("{:<28} {:>10.0} {:>9.3} {:>9.3} {:>8}", "generator -> sink", base.rate, ms(base.p50), ms(base.p99), base.n);
+        println!("{:<28} {:>10.0} {:>9.3} {:>9.3} {:>8}", "generator -> filterd -> sink", through.rate, ms(through.p50), ms(through.p99), through.n);
+        println!(
+            "filterd keeps {:.0}% of the baseline rate; adds p50 {:.3} ms, p99 {:.3} ms; peak RSS {}",
+            100.0 * through.rate / base.rate,
+            ms(through.p50) - ms(base.p50),
+            ms(through.p99) - ms(base.p99),
+            rss.map_or("unknown".into(), |k| format!("{:.1} MB", k as f64 / 1024.0))
+        );
+    });
+}

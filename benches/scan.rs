@@ -1,1 +1,111 @@
-fn main() {}
+//! Criterion benches of the hot path per message: the SMTP codec (DATA decoding and
+//! dot-stuffing for the relay) and the whole scan (features, checks, verdict, tagging).
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use filterd::config::Config;
+use filterd::message::Features;
+use filterd::pipeline::Pipeline;
+use filterd::smtp::codec::{Decoder, Event, Limits, dot_stuff};
+use filterd::smtp::envelope::{Envelope, MailParams, Recipient, RcptParams, Xforward};
+use std::hint::black_box;
+
+/// A typical 5 KB ham message: a Received chain, the usual headers, a text body.
+fn message() -> Vec<u8> {
+    let mut m = String::from(
+        "Received: from mail.example.org (mail.example.org [192.0.2.10])\r\n\
+\tby mx.example.net (Postfix) with ESMTPS id 4Xyz1\r\n\
+\tfor <bob@example.net>; Mon, 23 Nov 2026 10:00:05 +0000\r\n\
+Received: from [10.0.0.5] (unknown [10.0.0.5])\r\n\
+\tby mail.example.org (Postfix) with ESMTPSA id 4Abc2;\r\n\
+\tMon, 23 Nov 2026 10:00:03 +0000\r\n\
+From: Alice Example <alice@example.org>\r\nTo: Bob <bob@example.net>\r\n\
+Cc: team@example.net\r\nSubject: Re: quarterly planning notes\r\n\
+Date: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <20261123100000.1234@example.org>\r\n\
+In-Reply-To: <abc@example.net>\r\nMIME-Version: 1.0\r\n\
+Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
+    );
+    let line = "The quarterly planning meeting moved to Thursday; please bring the figures.\r\n";
+    while m.len() < 5000 {
+        m.push_str(line);
+    }
+    m.into_bytes()
+}
+
+fn envelope() -> Envelope {
+    Envelope {
+        peer: "127.0.0.1:40000".parse().expect("addr"),
+        helo: "mx.example.net".into(),
+        xforward: Xforward::default(),
+        sender: "alice@example.org".into(),
+        mail_params: MailParams::default(),
+        recipients: vec![Recipient {
+            address: "bob@example.net".into(),
+            params: RcptParams::default(),
+        }],
+    }
+}
+
+fn codec(c: &mut Criterion) {
+    let msg = message();
+    let mut wire = Vec::new();
+    dot_stuff(&[&msg], &mut wire);
+    let mut g = c.benchmark_group("codec");
+    g.throughput(Throughput::Bytes(msg.len() as u64));
+    g.bench_function("decode_data_5k", |b| {
+        b.iter(|| {
+            let mut d = Decoder::new(Limits::default());
+            d.begin_data();
+            d.extend(black_box(&wire));
+            match d.next_event() {
+                Some(Event::Message(Ok(m))) => black_box(m.len()),
+                _ => panic!("message not decoded"),
+            }
+        })
+    });
+    g.throughput(Throughput::Elements(3));
+    g.bench_function("decode_commands", |b| {
+        let cmds = b"MAIL FROM:<alice@example.org> SIZE=5000 BODY=8BITMIME\r\nRCPT TO:<bob@example.net> NOTIFY=NEVER\r\nDATA\r\n";
+        b.iter(|| {
+            let mut d = Decoder::new(Limits::default());
+            d.extend(black_box(cmds));
+            let mut n = 0;
+            while let Some(ev) = d.next_event() {
+                black_box(ev);
+                n += 1;
+            }
+            n
+        })
+    });
+    g.throughput(Throughput::Bytes(msg.len() as u64));
+    g.bench_function("dot_stuff_5k", |b| {
+        let mut out = Vec::with_capacity(8192);
+        b.iter(|| {
+            out.clear();
+            dot_stuff(&[b"X-Spam-Flag: NO\r\n", black_box(&msg)], &mut out);
+            out.len()
+        })
+    });
+    g.finish();
+}
+
+fn scan(c: &mut Criterion) {
+    let msg = message();
+    let env = envelope();
+    let cfg = Config::defaults().expect("defaults");
+    let pipeline = Pipeline::new(&cfg);
+    let mut g = c.benchmark_group("scan");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("features_5k", |b| {
+        b.iter(|| black_box(Features::extract(black_box(&msg), 1_795_442_400).parsed))
+    });
+    g.bench_function("whole_scan_5k", |b| {
+        b.iter(|| {
+            let (rewrite, verdict) = pipeline.scan_at(&env, black_box(&msg), "AbCdEf123456", 1_795_442_400);
+            black_box((rewrite.len(), verdict.score))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, codec, scan);
+criterion_main!(benches);
