@@ -18,7 +18,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn message(size: usize) -> Vec<u8> {
@@ -51,7 +54,11 @@ async fn read_reply(r: &mut BufReader<TcpStream>, line: &mut String) -> std::io:
 
 /// One session sending messages until the deadline, Postfix-style (MAIL, RCPT and DATA
 /// pipelined). Returns the latency of each message, from MAIL to the final reply.
-async fn session(addr: SocketAddr, msg: std::sync::Arc<Vec<u8>>, until: Instant) -> std::io::Result<Vec<Duration>> {
+async fn session(
+    addr: SocketAddr,
+    msg: std::sync::Arc<Vec<u8>>,
+    until: Instant,
+) -> std::io::Result<Vec<Duration>> {
     let s = TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
     let mut r = BufReader::new(s);
@@ -71,7 +78,9 @@ async fn session(addr: SocketAddr, msg: std::sync::Arc<Vec<u8>>, until: Instant)
             read_reply(&mut r, &mut line).await?,
         ];
         if codes != [250, 250, 354] {
-            return Err(std::io::Error::other(format!("unexpected replies {codes:?}: {line}")));
+            return Err(std::io::Error::other(format!(
+                "unexpected replies {codes:?}: {line}"
+            )));
         }
         r.get_mut().write_all(&msg).await?;
         let code = read_reply(&mut r, &mut line).await?;
@@ -91,7 +100,12 @@ struct Phase {
     n: usize,
 }
 
-async fn run_phase(addr: SocketAddr, sessions: usize, secs: u64, msg: &std::sync::Arc<Vec<u8>>) -> Phase {
+async fn run_phase(
+    addr: SocketAddr,
+    sessions: usize,
+    secs: u64,
+    msg: &std::sync::Arc<Vec<u8>>,
+) -> Phase {
     // Warm up briefly so connection setup and caches do not count.
     let warm = Instant::now() + Duration::from_millis(500);
     let _ = futures_join(addr, sessions, msg, warm).await;
@@ -100,7 +114,11 @@ async fn run_phase(addr: SocketAddr, sessions: usize, secs: u64, msg: &std::sync
     let mut lat = futures_join(addr, sessions, msg, until).await;
     let elapsed = start.elapsed().as_secs_f64();
     lat.sort();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
     Phase {
         rate: lat.len() as f64 / elapsed,
         p50: pct(0.50),
@@ -109,8 +127,15 @@ async fn run_phase(addr: SocketAddr, sessions: usize, secs: u64, msg: &std::sync
     }
 }
 
-async fn futures_join(addr: SocketAddr, sessions: usize, msg: &std::sync::Arc<Vec<u8>>, until: Instant) -> Vec<Duration> {
-    let tasks: Vec<_> = (0..sessions).map(|_| tokio::spawn(session(addr, msg.clone(), until))).collect();
+async fn futures_join(
+    addr: SocketAddr,
+    sessions: usize,
+    msg: &std::sync::Arc<Vec<u8>>,
+    until: Instant,
+) -> Vec<Duration> {
+    let tasks: Vec<_> = (0..sessions)
+        .map(|_| tokio::spawn(session(addr, msg.clone(), until)))
+        .collect();
     let mut all = Vec::new();
     for t in tasks {
         match t.await {
@@ -141,7 +166,10 @@ fn main() {
     let sessions = env_or("LOAD_SESSIONS", 16) as usize;
     let secs = env_or("LOAD_SECONDS", 8);
     let size = env_or("LOAD_SIZE", 5000) as usize;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let sink = Sink::start(Behaviour { discard: true, ..Behaviour::default() }).await;
         let msg = std::sync::Arc::new(message(size));

@@ -6,7 +6,7 @@ use filterd::config::Config;
 use filterd::message::Features;
 use filterd::pipeline::Pipeline;
 use filterd::smtp::codec::{Decoder, Event, Limits, dot_stuff};
-use filterd::smtp::envelope::{Envelope, MailParams, Recipient, RcptParams, Xforward};
+use filterd::smtp::envelope::{Envelope, MailParams, RcptParams, Recipient, Xforward};
 use std::hint::black_box;
 
 /// A typical 5 KB ham message: a Received chain, the usual headers, a text body.
@@ -100,7 +100,8 @@ fn scan(c: &mut Criterion) {
     });
     g.bench_function("whole_scan_5k", |b| {
         b.iter(|| {
-            let (rewrite, verdict) = pipeline.scan_at(&env, black_box(&msg), "AbCdEf123456", 1_795_442_400);
+            let (rewrite, verdict) =
+                pipeline.scan_at(&env, black_box(&msg), "AbCdEf123456", 1_795_442_400);
             black_box((rewrite.len(), verdict.score))
         })
     });

@@ -56,6 +56,8 @@ pub struct Config {
     pub session: Arc<SessionConfig>,
     /// The next hop.
     pub next_hop: Arc<NextHop>,
+    /// How long idle next-hop connections are kept for reuse (0: never reused).
+    pub next_hop_idle: Duration,
     /// Levels.
     pub levels: Levels,
     /// Score of every hit name any check can emit (defaults merged with `[scores]`).
@@ -64,6 +66,8 @@ pub struct Config {
     pub hostname: String,
     /// Log filter directive.
     pub log_level: String,
+    /// Async worker threads (0: one per core).
+    pub worker_threads: usize,
 }
 
 impl Config {
@@ -303,6 +307,7 @@ impl Config {
             },
             session: Arc::new(session),
             next_hop: Arc::new(next_hop),
+            next_hop_idle: Duration::from_secs(n.reuse_idle_secs),
             levels: Levels {
                 tag: l.tag_level,
                 tag2: l.tag2_level,
@@ -311,6 +316,7 @@ impl Config {
             scores,
             hostname,
             log_level: raw.log.level.clone(),
+            worker_threads: s.worker_threads,
         })
     }
 }

@@ -55,6 +55,8 @@ pub struct RawServer {
     pub data_timeout_secs: u64,
     /// On SIGTERM, how long messages in flight may take to finish, seconds.
     pub shutdown_grace_secs: u64,
+    /// Threads serving connections; 0 = one per CPU core.
+    pub worker_threads: usize,
 }
 
 impl Default for RawServer {
@@ -72,6 +74,7 @@ impl Default for RawServer {
             command_timeout_secs: 300,
             data_timeout_secs: 300,
             shutdown_grace_secs: 60,
+            worker_threads: 0,
         }
     }
 }
@@ -93,6 +96,9 @@ pub struct RawNextHop {
     pub data_done_timeout_secs: u64,
     /// Forward the original client's attributes with XFORWARD when the next hop offers it.
     pub xforward: bool,
+    /// Keep idle next-hop connections this many seconds for reuse by later sessions
+    /// (0: a connection per session).
+    pub reuse_idle_secs: u64,
 }
 
 impl Default for RawNextHop {
@@ -104,6 +110,7 @@ impl Default for RawNextHop {
             command_timeout_secs: 300,
             data_done_timeout_secs: 600,
             xforward: true,
+            reuse_idle_secs: 10,
         }
     }
 }

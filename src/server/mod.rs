@@ -4,6 +4,7 @@
 
 use crate::config::Config;
 use crate::pipeline::Pipeline;
+use crate::smtp::relay::RelayPool;
 use crate::smtp::reply::Reply;
 use crate::smtp::session::{Session, SessionConfig};
 use ipnet::IpNet;
@@ -66,6 +67,11 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let pipeline = Arc::new(Pipeline::new(&self.config));
         let allow = Arc::new(self.config.server.allow_clients.clone());
+        let pool = Arc::new(RelayPool::new(
+            self.config.next_hop.clone(),
+            max,
+            self.config.next_hop_idle,
+        ));
         let mut loops = vec![];
         for (listener, session) in self.listeners {
             let ctx = AcceptContext {
@@ -74,7 +80,7 @@ impl Server {
                 pipeline: pipeline.clone(),
                 allow: allow.clone(),
                 session,
-                next_hop: self.config.next_hop.clone(),
+                pool: pool.clone(),
             };
             loops.push(tokio::spawn(accept_loop(listener, ctx)));
         }
@@ -92,6 +98,7 @@ impl Server {
                 grace.as_secs()
             ),
         }
+        pool.close_idle().await;
     }
 }
 
@@ -101,7 +108,7 @@ struct AcceptContext {
     pipeline: Arc<Pipeline>,
     allow: Arc<Vec<IpNet>>,
     session: Arc<SessionConfig>,
-    next_hop: Arc<crate::smtp::relay::NextHop>,
+    pool: Arc<RelayPool>,
 }
 
 async fn accept_loop(listener: TcpListener, ctx: AcceptContext) {
@@ -136,7 +143,7 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptContext) {
             stream,
             peer,
             ctx.session.clone(),
-            ctx.next_hop.clone(),
+            ctx.pool.clone(),
             ctx.pipeline.clone(),
             ctx.stop.clone(),
         );

@@ -3,7 +3,7 @@
 //! as [`Reply`] values so the session can mirror them to its own client.
 
 use crate::smtp::codec::dot_stuff;
-use crate::smtp::envelope::{Body, MailParams, RcptParams, Xforward, XforwardAttr};
+use crate::smtp::envelope::{Body, MailParams, Recipient, Xforward, XforwardAttr};
 use crate::smtp::reply::{Enhanced, Reply};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -31,6 +31,89 @@ impl NextHop {
     /// The next hop as written in replies and logs: `[127.0.0.1]:10025`.
     pub fn label(&self) -> String {
         format!("[{}]:{}", self.addr.ip(), self.addr.port())
+    }
+}
+
+/// Idle next-hop connections kept for reuse across sessions: Postfix opens a new filter
+/// connection for many messages, and re-opening the next hop's connection (greeting, EHLO,
+/// QUIT) for each would cost more than the relaying itself. Connections idle longer than
+/// `max_idle_age` are closed with QUIT, well before Postfix's own idle timeout (300 s).
+#[derive(Debug)]
+pub struct RelayPool {
+    hop: std::sync::Arc<NextHop>,
+    label: String,
+    idle: std::sync::Mutex<Vec<(RelayConn, std::time::Instant)>>,
+    max_idle: usize,
+    max_idle_age: Duration,
+}
+
+impl RelayPool {
+    /// A pool for `hop` keeping at most `max_idle` connections for `max_idle_age`
+    /// (0 disables reuse across sessions).
+    pub fn new(hop: std::sync::Arc<NextHop>, max_idle: usize, max_idle_age: Duration) -> Self {
+        RelayPool {
+            label: hop.label(),
+            hop,
+            idle: std::sync::Mutex::new(Vec::new()),
+            max_idle,
+            max_idle_age,
+        }
+    }
+
+    /// The next hop as written in replies and logs.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// A fresh connection.
+    pub async fn connect(&self) -> Result<RelayConn, RelayError> {
+        RelayConn::connect(self.hop.clone()).await
+    }
+
+    /// The most recently used idle connection, if any is young enough. It may still turn
+    /// out dead (the next hop may have closed it): callers retry on a fresh one.
+    pub fn checkout(&self) -> Option<RelayConn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        // Oldest first: the expired ones are a prefix.
+        let cut = idle
+            .iter()
+            .position(|(_, since)| now.duration_since(*since) <= self.max_idle_age)
+            .unwrap_or(idle.len());
+        let expired: Vec<RelayConn> = idle.drain(..cut).map(|(c, _)| c).collect();
+        let found = idle.pop().map(|(c, _)| c);
+        drop(idle);
+        for conn in expired {
+            tokio::spawn(conn.quit());
+        }
+        found
+    }
+
+    /// Return an idle connection (between transactions) for reuse, or close it.
+    pub async fn checkin(&self, conn: RelayConn) {
+        let rejected = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < self.max_idle && !self.max_idle_age.is_zero() {
+                idle.push((conn, std::time::Instant::now()));
+                None
+            } else {
+                Some(conn)
+            }
+        };
+        if let Some(conn) = rejected {
+            conn.quit().await;
+        }
+    }
+
+    /// Close every idle connection (shutdown).
+    pub async fn close_idle(&self) {
+        let all: Vec<_> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.drain(..).collect()
+        };
+        for (conn, _) in all {
+            conn.quit().await;
+        }
     }
 }
 
@@ -124,13 +207,16 @@ impl RelayConn {
         Ok(conn)
     }
 
-    /// Start a transaction: XFORWARD (when offered) and MAIL FROM. Returns the MAIL reply.
+    /// Start a transaction: XFORWARD (when offered), MAIL FROM and the RCPTs already known,
+    /// in one write when the next hop offers PIPELINING. Returns the MAIL reply and one reply
+    /// per recipient (none when MAIL was refused and the next hop does not pipeline).
     pub async fn mail(
         &mut self,
         xforward: &Xforward,
         from: &str,
         params: &MailParams,
-    ) -> Result<Reply, RelayError> {
+        rcpts: &[Recipient],
+    ) -> Result<(Reply, Vec<Reply>), RelayError> {
         let mut batch = String::new();
         let mut xforward_lines = 0;
         if self.hop.xforward && !self.caps.xforward.is_empty() && !xforward.is_empty() {
@@ -169,11 +255,28 @@ impl RelayConn {
             }
         }
         batch.push_str("\r\n");
+        if !self.caps.pipelining {
+            self.send(&batch).await?;
+            let mail = self.read_reply("MAIL reply").await?;
+            if !mail.is_positive() {
+                return Ok((mail, vec![]));
+            }
+            let replies = self.rcpts(rcpts).await?;
+            return Ok((mail, replies));
+        }
+        for r in rcpts {
+            self.push_rcpt(&mut batch, r);
+        }
         self.send(&batch).await?;
         for _ in 0..xforward_lines {
             self.expect_xforward_ok().await?;
         }
-        self.read_reply("MAIL reply").await
+        let mail = self.read_reply("MAIL reply").await?;
+        let mut replies = Vec::with_capacity(rcpts.len());
+        for _ in rcpts {
+            replies.push(self.read_reply("RCPT reply").await?);
+        }
+        Ok((mail, replies))
     }
 
     async fn expect_xforward_ok(&mut self) -> Result<(), RelayError> {
@@ -184,20 +287,40 @@ impl RelayConn {
         Ok(())
     }
 
-    /// RCPT TO for one recipient. Returns the next hop's reply.
-    pub async fn rcpt(&mut self, to: &str, params: &RcptParams) -> Result<Reply, RelayError> {
-        let mut cmd = format!("RCPT TO:<{to}>");
+    fn push_rcpt(&self, out: &mut String, r: &Recipient) {
+        out.push_str(&format!("RCPT TO:<{}>", r.address));
         if self.caps.dsn {
-            if let Some(n) = &params.notify {
-                cmd.push_str(&format!(" NOTIFY={n}"));
+            if let Some(n) = &r.params.notify {
+                out.push_str(&format!(" NOTIFY={n}"));
             }
-            if let Some(o) = &params.orcpt {
-                cmd.push_str(&format!(" ORCPT={o}"));
+            if let Some(o) = &r.params.orcpt {
+                out.push_str(&format!(" ORCPT={o}"));
             }
         }
-        cmd.push_str("\r\n");
-        self.send(&cmd).await?;
-        self.read_reply("RCPT reply").await
+        out.push_str("\r\n");
+    }
+
+    /// RCPT TO for each recipient (pipelined when offered); one reply each, in order.
+    pub async fn rcpts(&mut self, rcpts: &[Recipient]) -> Result<Vec<Reply>, RelayError> {
+        let mut replies = Vec::with_capacity(rcpts.len());
+        if self.caps.pipelining {
+            let mut batch = String::new();
+            for r in rcpts {
+                self.push_rcpt(&mut batch, r);
+            }
+            self.send(&batch).await?;
+            for _ in rcpts {
+                replies.push(self.read_reply("RCPT reply").await?);
+            }
+        } else {
+            for r in rcpts {
+                let mut line = String::new();
+                self.push_rcpt(&mut line, r);
+                self.send(&line).await?;
+                replies.push(self.read_reply("RCPT reply").await?);
+            }
+        }
+        Ok(replies)
     }
 
     /// DATA, then the message (the `parts` in order), dot-stuffed. Returns the reply to DATA

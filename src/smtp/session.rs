@@ -8,7 +8,7 @@
 
 use crate::smtp::codec::{Command, CommandError, DataError, Decoder, Event, Limits};
 use crate::smtp::envelope::{Envelope, MailParams, Recipient, Xforward};
-use crate::smtp::relay::{NextHop, RelayConn, RelayError};
+use crate::smtp::relay::{RelayConn, RelayError, RelayPool};
 use crate::smtp::reply::Reply;
 use crate::smtp::rewrite::Rewrite;
 use std::net::SocketAddr;
@@ -64,6 +64,14 @@ pub trait MessageFilter: Send + Sync + 'static {
         mail_id: &str,
     ) -> Result<(Rewrite, Self::Verdict), String>;
 
+    /// True when scanning a message of `size` bytes is cheap enough (tens of microseconds)
+    /// to run right on the session's task; handing it to a blocking thread costs more than
+    /// the scan then. Heavy work (big messages, models) goes to the blocking pool.
+    fn scan_inline(&self, size: usize) -> bool {
+        let _ = size;
+        false
+    }
+
     /// Log the final outcome of one message (one line per message).
     fn log(&self, record: &MessageRecord<'_, Self::Verdict>);
 }
@@ -98,7 +106,7 @@ struct Transaction {
 pub struct Session<S, F: MessageFilter> {
     stream: S,
     cfg: Arc<SessionConfig>,
-    hop: Arc<NextHop>,
+    pool: Arc<RelayPool>,
     filter: Arc<F>,
     shutdown: watch::Receiver<bool>,
     decoder: Decoder,
@@ -108,6 +116,8 @@ pub struct Session<S, F: MessageFilter> {
     xforward: Xforward,
     txn: Option<Transaction>,
     relay: Option<RelayConn>,
+    /// An event read ahead while gathering pipelined RCPTs.
+    pending: Option<Event>,
 }
 
 enum Flow {
@@ -125,7 +135,7 @@ where
         stream: S,
         peer: SocketAddr,
         cfg: Arc<SessionConfig>,
-        hop: Arc<NextHop>,
+        pool: Arc<RelayPool>,
         filter: Arc<F>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
@@ -133,7 +143,7 @@ where
             stream,
             decoder: Decoder::new(cfg.limits),
             cfg,
-            hop,
+            pool,
             filter,
             shutdown,
             out: Vec::with_capacity(1024),
@@ -142,6 +152,7 @@ where
             xforward: Xforward::default(),
             txn: None,
             relay: None,
+            pending: None,
         }
     }
 
@@ -152,7 +163,7 @@ where
         self.flush().await?;
         let mut chunk = vec![0u8; 16 * 1024];
         loop {
-            while let Some(event) = self.decoder.next_event() {
+            while let Some(event) = self.pending.take().or_else(|| self.decoder.next_event()) {
                 if let Flow::Close = self.handle(event).await {
                     self.flush().await?;
                     self.close_relay().await;
@@ -217,7 +228,7 @@ where
                 // Dropping the connection aborts the next hop's transaction.
                 drop(relay);
             } else {
-                relay.quit().await;
+                self.pool.checkin(relay).await;
             }
         }
     }
@@ -277,19 +288,23 @@ where
                     self.reply(Reply::ok());
                 }
             }
-            Command::Mail { from, params } => self.mail(from, params).await,
+            Command::Mail { from, params } => {
+                let rcpts = self.buffered_rcpts();
+                self.mail(from, params, rcpts).await
+            }
             Command::Rcpt { to, params } => {
-                self.rcpt(Recipient {
+                let mut rcpts = vec![Recipient {
                     address: to,
                     params,
-                })
-                .await
+                }];
+                rcpts.extend(self.buffered_rcpts());
+                self.rcpts(rcpts).await
             }
             Command::Data => match &self.txn {
                 None => self.reply(Reply::bad_sequence("need MAIL command")),
                 Some(t) if t.broken.is_some() => {
                     let why = t.broken.clone().unwrap_or_default();
-                    self.reply(Reply::next_hop_unavailable(&self.hop.label(), &why));
+                    self.reply(Reply::next_hop_unavailable(self.pool.label(), &why));
                 }
                 Some(t) if t.recipients.is_empty() && t.attempted == 0 => {
                     self.reply(Reply::bad_sequence("need RCPT command"))
@@ -327,46 +342,43 @@ where
         }
     }
 
-    async fn mail(&mut self, from: String, params: MailParams) {
-        if self.helo.is_none() {
-            return self.reply(Reply::bad_sequence("send HELO/EHLO first"));
+    /// RCPT commands the client already pipelined after the current one, so they can go to
+    /// the next hop in one write. The first other event is kept for the main loop.
+    fn buffered_rcpts(&mut self) -> Vec<Recipient> {
+        let mut rcpts = vec![];
+        while self.pending.is_none() {
+            match self.decoder.next_event() {
+                Some(Event::Command(Ok(Command::Rcpt { to, params }))) => rcpts.push(Recipient {
+                    address: to,
+                    params,
+                }),
+                Some(other) => self.pending = Some(other),
+                None => break,
+            }
         }
-        if self.txn.is_some() {
-            return self.reply(Reply::bad_sequence("nested MAIL command"));
-        }
-        if params
+        rcpts
+    }
+
+    async fn mail(&mut self, from: String, params: MailParams, rcpts: Vec<Recipient>) {
+        let refusal = if self.helo.is_none() {
+            Some(Reply::bad_sequence("send HELO/EHLO first"))
+        } else if self.txn.is_some() {
+            Some(Reply::bad_sequence("nested MAIL command"))
+        } else if params
             .size
             .is_some_and(|s| s > self.cfg.limits.max_message_size as u64)
         {
-            return self.reply(Reply::size_exceeded_declared());
-        }
-        // A cached connection may have been closed by the next hop while idle: retry once
-        // on a fresh one before giving up.
-        let mut attempts = if self.relay.is_some() { 2 } else { 1 };
-        let reply = loop {
-            attempts -= 1;
-            let result = match self.relay.as_mut() {
-                Some(r) => r.mail(&self.xforward, &from, &params).await,
-                None => match RelayConn::connect(self.hop.clone()).await {
-                    Ok(conn) => {
-                        let conn = self.relay.insert(conn);
-                        conn.mail(&self.xforward, &from, &params).await
-                    }
-                    Err(e) => Err(e),
-                },
-            };
-            match result {
-                Ok(r) => break Ok(r),
-                Err(e) => {
-                    self.relay = None;
-                    if attempts == 0 {
-                        break Err(e);
-                    }
-                }
-            }
+            Some(Reply::size_exceeded_declared())
+        } else {
+            None
         };
-        match reply {
-            Ok(r) if r.is_positive() => {
+        if let Some(r) = refusal {
+            self.reply(r);
+            return self.rcpts(rcpts).await;
+        }
+        let (sendable, overflow) = split_at_limit(rcpts, self.cfg.max_recipients);
+        match self.open_transaction(&from, &params, &sendable).await {
+            Ok((r, replies)) if r.is_positive() => {
                 self.txn = Some(Transaction {
                     sender: from,
                     params,
@@ -375,49 +387,118 @@ where
                     broken: None,
                 });
                 self.reply(Reply::sender_ok());
+                self.record_rcpts(sendable, Ok(replies), overflow);
             }
-            Ok(r) => self.reply(Reply::from_next_hop(&self.hop.label(), &r)),
+            Ok((r, _)) => {
+                self.reply(Reply::from_next_hop(self.pool.label(), &r));
+                // The next hop refused the transaction: the recipients get what they would
+                // get without one.
+                self.rcpts(sendable).await;
+                self.rcpts(overflow).await;
+            }
             Err(e) => {
-                tracing::warn!(next_hop = %self.hop.label(), error = %e, "next hop unavailable at MAIL");
+                tracing::warn!(next_hop = %self.pool.label(), error = %e, "next hop unavailable at MAIL");
                 self.reply(Reply::next_hop_unavailable(
-                    &self.hop.label(),
+                    self.pool.label(),
                     &e.to_string(),
                 ));
+                self.rcpts(sendable).await;
+                self.rcpts(overflow).await;
             }
         }
     }
 
-    async fn rcpt(&mut self, rcpt: Recipient) {
-        let Some(txn) = self.txn.as_mut() else {
-            return self.reply(Reply::bad_sequence("need MAIL command"));
+    /// XFORWARD, MAIL and the known RCPTs at the next hop, on this session's connection, else
+    /// a pooled one, else a fresh one. A reused connection may have been closed by the next
+    /// hop while idle: then the next one is tried, and a fresh connection last.
+    async fn open_transaction(
+        &mut self,
+        from: &str,
+        params: &MailParams,
+        rcpts: &[Recipient],
+    ) -> Result<(Reply, Vec<Reply>), RelayError> {
+        loop {
+            let (mut conn, reused) = match self.relay.take().or_else(|| self.pool.checkout()) {
+                Some(c) => (c, true),
+                None => (self.pool.connect().await?, false),
+            };
+            match conn.mail(&self.xforward, from, params, rcpts).await {
+                Ok(r) => {
+                    self.relay = Some(conn);
+                    return Ok(r);
+                }
+                Err(e) if !reused => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "reused next-hop connection was dead; trying another")
+                }
+            }
+        }
+    }
+
+    /// RCPT commands inside (or outside) a transaction.
+    async fn rcpts(&mut self, rcpts: Vec<Recipient>) {
+        if rcpts.is_empty() {
+            return;
+        }
+        let Some(txn) = self.txn.as_ref() else {
+            for _ in rcpts {
+                self.reply(Reply::bad_sequence("need MAIL command"));
+            }
+            return;
         };
         if let Some(why) = &txn.broken {
-            let r = Reply::next_hop_unavailable(&self.hop.label(), why);
-            return self.reply(r);
+            let r = Reply::next_hop_unavailable(self.pool.label(), why);
+            for _ in rcpts {
+                self.reply(r.clone());
+            }
+            return;
         }
-        if txn.attempted >= self.cfg.max_recipients {
-            return self.reply(Reply::too_many_recipients());
-        }
-        txn.attempted += 1;
-        let result = match self.relay.as_mut() {
-            Some(relay) => relay.rcpt(&rcpt.address, &rcpt.params).await,
+        let room = self.cfg.max_recipients.saturating_sub(txn.attempted);
+        let (sendable, overflow) = split_at_limit(rcpts, room);
+        let replies = match self.relay.as_mut() {
+            Some(relay) if !sendable.is_empty() => relay.rcpts(&sendable).await,
+            Some(_) => Ok(vec![]),
             None => Err(RelayError::Protocol("connection lost".into())),
         };
-        let hop = self.hop.label();
-        let reply = match result {
-            Ok(r) if r.is_positive() => {
-                txn.recipients.push(rcpt);
-                Reply::recipient_ok()
+        self.record_rcpts(sendable, replies, overflow);
+    }
+
+    /// Mirror the next hop's answers to RCPT; accepted recipients join the transaction.
+    fn record_rcpts(
+        &mut self,
+        sent: Vec<Recipient>,
+        replies: Result<Vec<Reply>, RelayError>,
+        overflow: Vec<Recipient>,
+    ) {
+        let Some(txn) = self.txn.as_mut() else {
+            return;
+        };
+        let hop = self.pool.label().to_string();
+        txn.attempted += sent.len();
+        let mut out = Vec::with_capacity(sent.len() + overflow.len());
+        match replies {
+            Ok(replies) => {
+                for (rcpt, r) in sent.into_iter().zip(replies) {
+                    if r.is_positive() {
+                        txn.recipients.push(rcpt);
+                        out.push(Reply::recipient_ok());
+                    } else {
+                        out.push(Reply::from_next_hop(&hop, &r));
+                    }
+                }
             }
-            Ok(r) => Reply::from_next_hop(&hop, &r),
             Err(e) => {
                 tracing::warn!(next_hop = %hop, error = %e, "next hop failed at RCPT");
                 self.relay = None;
                 txn.broken = Some(e.to_string());
-                Reply::next_hop_unavailable(&hop, &e.to_string())
+                let r = Reply::next_hop_unavailable(&hop, &e.to_string());
+                out.extend(sent.iter().map(|_| r.clone()));
             }
-        };
-        self.reply(reply);
+        }
+        out.extend(overflow.iter().map(|_| Reply::too_many_recipients()));
+        for r in out {
+            self.reply(r);
+        }
     }
 
     async fn message(&mut self, message: Result<Vec<u8>, DataError>) {
@@ -464,22 +545,23 @@ where
         let mail_id = new_mail_id();
         let message: Arc<[u8]> = message.into();
         let size = message.len();
-        let scan = {
+        let guarded = |filter: &F, env: &Envelope, msg: &[u8], id: &str| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| filter.scan(env, msg, id)))
+        };
+        let scan = if self.filter.scan_inline(size) {
+            Ok(Ok(guarded(&self.filter, &envelope, &message, &mail_id)))
+        } else {
             let filter = self.filter.clone();
             let env = envelope.clone();
             let msg = message.clone();
             let id = mail_id.clone();
             tokio::time::timeout(
                 self.cfg.scan_budget,
-                tokio::task::spawn_blocking(move || {
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        filter.scan(&env, &msg, &id)
-                    }))
-                }),
+                tokio::task::spawn_blocking(move || guarded(&filter, &env, &msg, &id)),
             )
             .await
         };
-        let hop = self.hop.label();
+        let hop = self.pool.label().to_string();
         let (rewrite, verdict) = match scan {
             Ok(Ok(Ok(Ok(done)))) => done,
             failed => {
@@ -563,6 +645,12 @@ where
             elapsed: started.elapsed(),
         });
     }
+}
+
+/// The first `limit` recipients, and the rest.
+fn split_at_limit(mut rcpts: Vec<Recipient>, limit: usize) -> (Vec<Recipient>, Vec<Recipient>) {
+    let rest = rcpts.split_off(limit.min(rcpts.len()));
+    (rcpts, rest)
 }
 
 /// The queue id in a `250 2.0.0 Ok: queued as XYZ` reply.

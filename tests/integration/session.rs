@@ -4,7 +4,10 @@
 use crate::util::sink::{Behaviour, Sink};
 use filterd::config::Config;
 use filterd::pipeline::Pipeline;
-use filterd::smtp::session::{Session, SessionConfig};
+use filterd::smtp::envelope::Envelope;
+use filterd::smtp::relay::RelayPool;
+use filterd::smtp::rewrite::Rewrite;
+use filterd::smtp::session::{MessageFilter, MessageRecord, Session, SessionConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +21,16 @@ struct Duplex {
 
 impl Duplex {
     fn start(next_hop: SocketAddr, tweak: impl FnOnce(&mut SessionConfig)) -> Duplex {
+        let cfg = Config::parse(&format!("[next_hop]\naddress = \"{next_hop}\"\n")).unwrap();
+        let pipeline = Pipeline::new(&cfg);
+        Self::start_with(next_hop, tweak, pipeline)
+    }
+
+    fn start_with<F: MessageFilter>(
+        next_hop: SocketAddr,
+        tweak: impl FnOnce(&mut SessionConfig),
+        filter: F,
+    ) -> Duplex {
         let mut cfg = Config::parse(&format!("[next_hop]\naddress = \"{next_hop}\"\n")).unwrap();
         let mut session = (*cfg.session).clone();
         tweak(&mut session);
@@ -28,8 +41,12 @@ impl Duplex {
             server,
             "127.0.0.1:40000".parse().unwrap(),
             cfg.session.clone(),
-            cfg.next_hop.clone(),
-            Arc::new(Pipeline::new(&cfg)),
+            Arc::new(RelayPool::new(
+                cfg.next_hop.clone(),
+                4,
+                Duration::from_secs(10),
+            )),
+            Arc::new(filter),
             stop_rx,
         );
         tokio::spawn(s.run());
@@ -149,4 +166,56 @@ async fn idle_client_times_out_with_421() {
     let r = d.reply().await;
     assert!(r.starts_with("421 4.4.2 "), "{r}");
     assert_eq!(d.reply().await, "", "connection should be closed");
+}
+
+/// A filter that misbehaves on purpose: sleeps past the budget, panics, or fails.
+struct BadFilter(&'static str);
+
+impl MessageFilter for BadFilter {
+    type Verdict = ();
+
+    fn scan(&self, _: &Envelope, msg: &[u8], _: &str) -> Result<(Rewrite, ()), String> {
+        match self.0 {
+            "slow" => std::thread::sleep(Duration::from_millis(1500)),
+            "panic" => panic!("scan exploded"),
+            _ => return Err("model store unreadable".into()),
+        }
+        Ok((
+            Rewrite {
+                prefix: vec![],
+                keep: vec![0..msg.len()],
+            },
+            (),
+        ))
+    }
+
+    fn log(&self, _: &MessageRecord<'_, ()>) {}
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scan_failures_tempfail_and_relay_nothing() {
+    let sink = Sink::start(Behaviour::default()).await;
+    for (kind, want) in [
+        ("slow", "451 4.3.0 Scan time budget exceeded"),
+        ("panic", "451 4.3.0 "),
+        ("fail", "451 4.3.0 "),
+    ] {
+        let mut d = Duplex::start_with(
+            sink.addr,
+            |s| s.scan_budget = Duration::from_millis(200),
+            BadFilter(kind),
+        );
+        d.reply().await;
+        d.send(b"EHLO a.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n")
+            .await;
+        for _ in 0..4 {
+            d.reply().await;
+        }
+        d.send(b"Subject: x\r\n\r\nbody\r\n.\r\n").await;
+        let r = d.reply().await;
+        assert!(r.starts_with(want), "{kind}: {r}");
+        // The session goes on and the next hop got nothing.
+        assert_eq!(code(&d.cmd("NOOP").await), "250");
+    }
+    assert_eq!(sink.data_seen.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
