@@ -183,7 +183,7 @@ impl MessageFilter for BadFilter {
         Ok((
             Rewrite {
                 prefix: vec![],
-                keep: vec![0..msg.len()],
+                keep: std::iter::once(0..msg.len()).collect(),
             },
             (),
         ))
