@@ -158,6 +158,118 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// A filterd release binary relaying to `next_hop`, with its listen address.
+async fn spawn_filterd(
+    dir: &std::path::Path,
+    next_hop: SocketAddr,
+) -> (std::process::Child, SocketAddr) {
+    let port = free_port();
+    let cfg = dir.join(format!("filterd-{port}.toml"));
+    std::fs::write(
+        &cfg,
+        format!("[server]\nlisten = [\"127.0.0.1:{port}\"]\nmax_connections = 256\n[next_hop]\naddress = \"{next_hop}\"\n[log]\nlevel = \"warn\"\n"),
+    )
+    .expect("config");
+    let child = Command::new(env!("CARGO_BIN_EXE_filterd"))
+        .arg("--config")
+        .arg(&cfg)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn filterd");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    wait_listening(addr).await;
+    (child, addr)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port()
+}
+
+async fn wait_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "{addr} never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Postfix's own load tools, the reference the team quotes: `smtp-source` into `smtp-sink`
+/// directly, and through filterd. Returns messages/s for each, with and without `-d`
+/// (connection reuse). Skipped when Postfix's tools are not installed.
+async fn postfix_tools(
+    dir: &std::path::Path,
+    sessions: usize,
+    size: usize,
+    count: u64,
+) -> Option<Vec<(String, f64, f64, Option<u64>)>> {
+    let (source, sink_bin) = ("/usr/sbin/smtp-source", "/usr/sbin/smtp-sink");
+    if !std::path::Path::new(source).exists() || !std::path::Path::new(sink_bin).exists() {
+        println!(
+            "smtp-source/smtp-sink not installed (apt-get install postfix): Postfix-tools phase skipped"
+        );
+        return None;
+    }
+    let sink_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().ok()?;
+    let mut sink = Command::new(sink_bin)
+        .args(["-u", "nobody", &sink_addr.to_string(), "256"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .ok()?;
+    wait_listening(sink_addr).await;
+    let (mut filterd, faddr) = spawn_filterd(dir, sink_addr).await;
+    let run = |target: SocketAddr, reuse: bool| {
+        let mut cmd = Command::new(source);
+        if reuse {
+            cmd.arg("-d");
+        }
+        cmd.args([
+            "-s",
+            &sessions.to_string(),
+            "-l",
+            &size.to_string(),
+            "-m",
+            &count.to_string(),
+        ])
+        .args([
+            "-f",
+            "alice@example.org",
+            "-t",
+            "bob@example.net",
+            &target.to_string(),
+        ])
+        .stdout(Stdio::null());
+        let t = Instant::now();
+        let ok = cmd.status().map(|s| s.success()).unwrap_or(false);
+        assert!(ok, "smtp-source failed against {target}");
+        count as f64 / t.elapsed().as_secs_f64()
+    };
+    let mut rows = vec![];
+    for reuse in [false, true] {
+        let base = run(sink_addr, reuse);
+        let through = run(faddr, reuse);
+        let label = if reuse {
+            "smtp-source -d (reuse)"
+        } else {
+            "smtp-source (conn/msg)"
+        };
+        rows.push((label.to_string(), base, through, None));
+    }
+    if let Some(last) = rows.last_mut() {
+        last.3 = peak_rss_kib(filterd.id());
+    }
+    let _ = filterd.kill();
+    let _ = filterd.wait();
+    let _ = sink.kill();
+    let _ = sink.wait();
+    Some(rows)
+}
+
 fn main() {
     // `cargo test --benches` runs benches without `--bench`: do nothing then.
     if !std::env::args().any(|a| a == "--bench") {
@@ -166,42 +278,24 @@ fn main() {
     let sessions = env_or("LOAD_SESSIONS", 16) as usize;
     let secs = env_or("LOAD_SECONDS", 8);
     let size = env_or("LOAD_SIZE", 5000) as usize;
+    let count = env_or("LOAD_COUNT", 20000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
         let sink = Sink::start(Behaviour { discard: true, ..Behaviour::default() }).await;
         let msg = std::sync::Arc::new(message(size));
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = dir.path().join("filterd.toml");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
-        std::fs::write(
-            &cfg,
-            format!("[server]\nlisten = [\"127.0.0.1:{port}\"]\nmax_connections = 256\n[next_hop]\naddress = \"{}\"\n[log]\nlevel = \"warn\"\n", sink.addr),
-        )
-        .expect("config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_filterd"))
-            .arg("--config")
-            .arg(&cfg)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn filterd");
-        let filterd: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(filterd).await.is_err() {
-            assert!(Instant::now() < deadline, "filterd did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let (mut child, filterd) = spawn_filterd(dir.path(), sink.addr).await;
         let base = run_phase(sink.addr, sessions, secs, &msg).await;
         let through = run_phase(filterd, sessions, secs, &msg).await;
         let rss = peak_rss_kib(child.id());
         let _ = child.kill();
         let _ = child.wait();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        println!("load: {sessions} sessions, {} byte messages, {secs} s per phase", msg.len() - 3);
+        let mb = |k: Option<u64>| k.map_or("unknown".into(), |k| format!("{:.1} MB", k as f64 / 1024.0));
+        println!("load: {sessions} sessions, {} byte messages, {secs} s per phase (Rust generator, pipelined like Postfix)", msg.len() - 3);
         println!("{:<28} {:>10} {:>9} {:>9} {:>8}", "path", "msg/s", "p50 ms", "p99 ms", "msgs");
         println!("{:<28} {:>10.0} {:>9.3} {:>9.3} {:>8}", "generator -> sink", base.rate, ms(base.p50), ms(base.p99), base.n);
         println!("{:<28} {:>10.0} {:>9.3} {:>9.3} {:>8}", "generator -> filterd -> sink", through.rate, ms(through.p50), ms(through.p99), through.n);
@@ -210,7 +304,16 @@ fn main() {
             100.0 * through.rate / base.rate,
             ms(through.p50) - ms(base.p50),
             ms(through.p99) - ms(base.p99),
-            rss.map_or("unknown".into(), |k| format!("{:.1} MB", k as f64 / 1024.0))
+            mb(rss)
         );
+        if let Some(rows) = postfix_tools(dir.path(), sessions, size, count).await {
+            println!();
+            println!("Postfix tools: {sessions} sessions, {size} byte payloads, {count} messages per run");
+            println!("{:<26} {:>14} {:>16} {:>7}", "load", "sink msg/s", "filterd msg/s", "kept");
+            for (label, base, through, _) in &rows {
+                println!("{label:<26} {base:>14.0} {through:>16.0} {:>6.0}%", 100.0 * through / base);
+            }
+            println!("filterd peak RSS after both runs: {}", mb(rows.last().and_then(|r| r.3)));
+        }
     });
 }
