@@ -121,3 +121,134 @@ impl MessageFilter for Pipeline {
         crate::logline::log(record);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::HeaderBlock;
+    use crate::smtp::envelope::{MailParams, RcptParams, Recipient, Xforward};
+
+    fn envelope() -> Envelope {
+        Envelope {
+            peer: "127.0.0.1:40000".parse().unwrap(),
+            helo: "mx.example.net".into(),
+            xforward: Xforward::default(),
+            sender: "a@example.org".into(),
+            mail_params: MailParams::default(),
+            recipients: vec![Recipient {
+                address: "b@example.net".into(),
+                params: RcptParams::default(),
+            }],
+        }
+    }
+
+    const SEEDS: &[&[u8]] = &[
+        b"From: A <a@example.org>\r\nTo: b@example.net\r\nSubject: hi\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <1@example.org>\r\n\r\nplain body\r\n",
+        b"From: a@example.org\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"XX\"\r\n\r\npreamble\r\n--XX\r\nContent-Type: text/plain\r\n\r\ntext\r\n--XX\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n<p>h=C3=A9llo=\r\n</p>\r\n--XX--\r\n",
+        b"Subject: =?utf-8?b?w6nDqQ==?=\r\nContent-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\nContent-Type: text/html\r\n\r\n<b>x</b>\r\n--b1\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nAAEC!!!=\r\n--b1--\r\n",
+        b"X-Spam-Flag: YES\r\nReceived: from x by y; Mon, 23 Nov 2026 10:00:00 +0000\r\nFrom: \"service@paypal.com\" <x@evil.test>\r\nReply-To: z@other.test\r\n\r\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n",
+    ];
+
+    #[test]
+    fn relays_the_original_bytes_after_the_added_headers() {
+        let p = Pipeline::new(&Config::defaults().unwrap());
+        let msg = SEEDS[3];
+        let (rewrite, verdict) = p.scan_at(&envelope(), msg, "AbCdEf123456", 1_795_442_400);
+        let out = rewrite.parts(msg).concat();
+        assert!(out.ends_with(&msg[b"X-Spam-Flag: YES\r\n".len()..]));
+        assert!(
+            out.starts_with(b"X-Spam-Flag: YES\r\n"),
+            "GTUBE makes it spam"
+        );
+        let names: Vec<_> = verdict.hits.iter().map(|h| h.0).collect();
+        for n in [
+            "GTUBE",
+            "FROM_DISPLAY_SPOOF",
+            "REPLYTO_DIFF_DOMAIN",
+            "MISSING_DATE",
+            "MISSING_MID",
+            "MISSING_SUBJECT",
+            "MISSING_HEADERS",
+        ] {
+            assert!(names.contains(&n), "{n} not in {names:?}");
+        }
+        let text = String::from_utf8_lossy(&rewrite.prefix);
+        assert!(
+            text.contains("Received: from mx.example.net ([127.0.0.1])\r\n\tby "),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "id AbCdEf123456 for <b@example.net>; Mon, 23 Nov 2026 14:00:00 +0000\r\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn mangled_messages_never_panic_and_keep_their_bytes() {
+        let p = Pipeline::new(&Config::defaults().unwrap());
+        let env = envelope();
+        let tokens: &[&[u8]] = &[
+            b"\r\n",
+            b"\n",
+            b"\r",
+            b"--",
+            b"XX",
+            b"b1",
+            b"boundary=",
+            b"Content-Type: multipart/mixed;",
+            b"=?utf-8?q?",
+            b"?=",
+            b"=",
+            b":",
+            b" ",
+            b"\t",
+            b"\xff\xfe",
+            b"<",
+            b">",
+            b"@",
+            b"\r\n\r\n",
+            b"Content-Transfer-Encoding: base64\r\n",
+            b"Date: ",
+            b"Received: ",
+            b";",
+        ];
+        let mut x: u64 = 0x2545F4914F6CDD1D;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for seed in SEEDS {
+            for _ in 0..2000 {
+                let mut m = seed.to_vec();
+                for _ in 0..(next() % 8 + 1) {
+                    let at = (next() as usize) % (m.len() + 1);
+                    match next() % 4 {
+                        0 => {
+                            let t = tokens[(next() as usize) % tokens.len()];
+                            m.splice(at..at, t.iter().copied());
+                        }
+                        1 if at < m.len() => m[at] = next() as u8,
+                        2 => m.truncate(at),
+                        _ => {
+                            let end = (at + (next() as usize) % 16).min(m.len());
+                            m.drain(at..end);
+                        }
+                    }
+                }
+                let (rewrite, _) = p.scan_at(&env, &m, "AbCdEf123456", 1_795_442_400);
+                let out = rewrite.parts(&m).concat();
+                let end = HeaderBlock::parse(&m).end;
+                assert!(
+                    out.ends_with(&m[end..]),
+                    "body changed for {:?}",
+                    String::from_utf8_lossy(&m)
+                );
+                assert_eq!(out.len(), rewrite.len());
+            }
+        }
+    }
+}

@@ -119,6 +119,14 @@ impl Verdict {
 }
 
 /// A score as amavisd-new prints it: 3 decimals, trailing zeros and dot trimmed.
+///
+/// ```
+/// use filterd::verdict::format_score;
+/// assert_eq!(format_score(3.1), "3.1");
+/// assert_eq!(format_score(-0.01), "-0.01");
+/// assert_eq!(format_score(12.3456), "12.346");
+/// assert_eq!(format_score(0.0), "0");
+/// ```
 pub fn format_score(x: f64) -> String {
     let s = format!("{x:.3}");
     let s = s.trim_end_matches('0').trim_end_matches('.');

@@ -151,6 +151,10 @@ impl Decoder {
             self.buf.clear();
             self.pos = 0;
             self.scan = 0;
+            // Give back what one long line made us grow to.
+            if self.buf.capacity() > 256 * 1024 {
+                self.buf.shrink_to(8192);
+            }
         } else if self.pos > 64 * 1024 {
             self.buf.drain(..self.pos);
             self.scan -= self.pos;
@@ -496,6 +500,12 @@ pub fn xtext_decode(s: &str) -> String {
 }
 
 /// Encode a value as RFC 3461 xtext.
+///
+/// ```
+/// use filterd::smtp::codec::{xtext_decode, xtext_encode};
+/// assert_eq!(xtext_encode("a b=c"), "a+20b+3Dc");
+/// assert_eq!(xtext_decode("a+20b+3Dc"), "a b=c");
+/// ```
 pub fn xtext_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {

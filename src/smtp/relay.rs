@@ -335,7 +335,11 @@ impl RelayConn {
         out.clear();
         dot_stuff(parts, &mut out);
         let written = self.io.get_mut().write_all(&out).await;
-        self.out = out;
+        // Keep the buffer for the next message on this (possibly pooled) connection, but not
+        // the memory of a big one.
+        if out.capacity() <= 1 << 20 {
+            self.out = out;
+        }
         written?;
         let timeout = self.hop.data_done_timeout;
         self.read_reply_within("reply to end of DATA", timeout)

@@ -219,3 +219,82 @@ async fn scan_failures_tempfail_and_relay_nothing() {
     }
     assert_eq!(sink.data_seen.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn random_command_streams_never_panic_the_session() {
+    let sink = Sink::start(Behaviour::default()).await;
+    let words: &[&[u8]] = &[
+        b"EHLO x",
+        b"HELO",
+        b"LHLO y",
+        b"MAIL FROM:<a@b>",
+        b"MAIL FROM:<",
+        b"RCPT TO:<c@d>",
+        b"RCPT TO:",
+        b"DATA",
+        b"RSET",
+        b"NOOP",
+        b"XFORWARD ADDR=1.2.3.4",
+        b"XFORWARD NAME",
+        b" SIZE=99999999999999999999",
+        b" NOTIFY=NEVER",
+        b" ORCPT=rfc822;x",
+        b".",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b"\x00\xff",
+        b"BDAT 10",
+    ];
+    let mut x: u64 = 0x9E3779B97F4A7C15;
+    let mut total_replies = 0;
+    for _ in 0..60 {
+        let cfg = Config::parse(&format!("[next_hop]\naddress = \"{}\"\n", sink.addr)).unwrap();
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let (_stop, stop_rx) = watch::channel(false);
+        let session = Session::new(
+            server,
+            "127.0.0.1:40000".parse().unwrap(),
+            cfg.session.clone(),
+            Arc::new(RelayPool::new(
+                cfg.next_hop.clone(),
+                4,
+                Duration::from_secs(10),
+            )),
+            Arc::new(Pipeline::new(&cfg)),
+            stop_rx,
+        );
+        let task = tokio::spawn(session.run());
+        let (mut r, mut w) = tokio::io::split(client);
+        let mut input = Vec::new();
+        for _ in 0..200 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            input.extend_from_slice(words[(x % words.len() as u64) as usize]);
+        }
+        input.extend_from_slice(b"\r\n.\r\nQUIT\r\n");
+        let reader = tokio::spawn(async move {
+            let mut sink = Vec::new();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut r, &mut sink).await;
+            sink
+        });
+        let _ = w.write_all(&input).await;
+        drop(w);
+        let done = tokio::time::timeout(Duration::from_secs(10), task).await;
+        assert!(matches!(done, Ok(Ok(_))), "session panicked or hung");
+        let replies = reader.await.unwrap();
+        // Every reply is a well-formed SMTP reply line.
+        for line in String::from_utf8_lossy(&replies).lines() {
+            assert!(
+                line.len() >= 4 && line[..3].bytes().all(|b| b.is_ascii_digit()),
+                "{line}"
+            );
+        }
+        total_replies += replies.len();
+    }
+    assert!(
+        total_replies > 60 * 200,
+        "sessions answered too little: {total_replies} bytes"
+    );
+}
