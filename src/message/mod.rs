@@ -3,6 +3,7 @@
 
 pub mod features;
 pub mod headers;
+pub mod tokenize;
 
 pub use features::Features;
 pub use headers::{HeaderBlock, RawHeader};
