@@ -30,6 +30,7 @@
 pub mod action;
 pub mod checks;
 pub mod config;
+pub mod corpus;
 pub mod logline;
 pub mod message;
 pub mod model;

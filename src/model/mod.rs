@@ -1,2 +1,5 @@
 //! Trained models shared by the daemon and the CLIs: the Bayes token store and the ONNX
-//! model land here (see the Bayes and ONNX issues). Nothing is loaded yet.
+//! model land here.
+
+pub mod bayes;
+pub mod bayes_store;
