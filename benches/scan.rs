@@ -91,7 +91,7 @@ fn codec(c: &mut Criterion) {
 fn scan(c: &mut Criterion) {
     let msg = message();
     let env = envelope();
-    let cfg = Config::defaults().expect("defaults");
+    let cfg = Config::parse("[bayes]\nenabled = false\n").expect("config");
     let pipeline = Pipeline::new(&cfg);
     let mut g = c.benchmark_group("scan");
     g.throughput(Throughput::Elements(1));
@@ -108,5 +108,47 @@ fn scan(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec, scan);
+/// Tokenizing and classifying one message with a store trained on the development corpus
+/// (`../shared/corpus`, or `FILTERD_CORPUS`); skipped with a message when it is absent.
+fn bayes(c: &mut Criterion) {
+    use filterd::corpus::{message_files, strip_from_line};
+    use filterd::message::tokenize::Tokens;
+    use filterd::model::bayes::{BayesParams, classify};
+    use filterd::model::bayes_store::{Class, Store, message_id};
+    let root = std::env::var_os("FILTERD_CORPUS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/corpus/spamassassin")
+        });
+    if !root.exists() {
+        eprintln!(
+            "skipped: corpus not found at {} (set FILTERD_CORPUS)",
+            root.display()
+        );
+        return;
+    }
+    let mut store = Store::default();
+    for (dir, class) in [("spam_2", Class::Spam), ("easy_ham", Class::Ham)] {
+        for f in message_files(&root.join(dir)).expect("corpus folder") {
+            let raw = std::fs::read(&f).expect("read");
+            let raw = strip_from_line(&raw);
+            store.learn(message_id(raw), &Tokens::of_raw(raw), class, 0);
+        }
+    }
+    let msg = message();
+    let tokens = Tokens::of_raw(&msg);
+    let p = BayesParams::default();
+    let mut g = c.benchmark_group("bayes");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("tokenize_5k", |b| {
+        b.iter(|| black_box(Tokens::of_raw(black_box(&msg)).len()))
+    });
+    g.bench_function("classify_5k", |b| {
+        b.iter(|| black_box(classify(&store, black_box(&tokens), &p)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, codec, scan, bayes);
 criterion_main!(benches);

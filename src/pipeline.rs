@@ -12,12 +12,14 @@ use crate::smtp::session::{MessageFilter, MessageRecord};
 use crate::verdict::Verdict;
 use std::collections::BTreeMap;
 
-/// Messages up to this size are scanned on the session's task (see `scan_inline`).
+/// Messages up to this size are scanned on the session's task when only the header checks
+/// run (see `scan_inline`); with Bayes voting every scan goes to the blocking pool.
 const INLINE_SCAN_LIMIT: usize = 256 * 1024;
 
 /// Everything needed to scan a message; shared by all sessions.
 pub struct Pipeline {
     registry: Registry,
+    bayes: Option<std::sync::Arc<crate::model::bayes_live::BayesLive>>,
     scores: BTreeMap<&'static str, f64>,
     levels: Levels,
     hostname: String,
@@ -27,7 +29,8 @@ impl Pipeline {
     /// Build the pipeline from a validated configuration.
     pub fn new(cfg: &Config) -> Self {
         Pipeline {
-            registry: Registry::new(),
+            registry: Registry::new(cfg.bayes.clone()),
+            bayes: cfg.bayes.clone(),
             scores: cfg.scores.clone(),
             levels: cfg.levels,
             hostname: cfg.hostname.clone(),
@@ -42,8 +45,8 @@ impl Pipeline {
         mail_id: &str,
         now: i64,
     ) -> (Rewrite, Verdict) {
-        // 1. features
-        let features = Features::extract(msg, now);
+        // 1. features (Bayes tokens only when Bayes can vote)
+        let features = Features::extract_with(msg, now, self.bayes_ready());
         // 2. checks
         let hits = self.registry.run(&features);
         // 3. verdict
@@ -58,6 +61,10 @@ impl Pipeline {
         prefix.push_str(&self.received_header(env, mail_id, now));
         let rewrite = crate::action::tag::rewrite(msg, &features.headers, prefix);
         (rewrite, verdict)
+    }
+
+    fn bayes_ready(&self) -> bool {
+        self.bayes.as_ref().is_some_and(|b| b.ready())
     }
 
     /// Our own trace header, as every SMTP relay adds one (RFC 5321 section 4.4).
@@ -114,7 +121,7 @@ impl MessageFilter for Pipeline {
     /// The header checks cost about 10 us for a typical message (`cargo bench --bench scan`),
     /// far less than a hand-off to the blocking pool; only big messages go there.
     fn scan_inline(&self, size: usize) -> bool {
-        size <= INLINE_SCAN_LIMIT
+        size <= INLINE_SCAN_LIMIT && !self.bayes_ready()
     }
 
     fn log(&self, record: &MessageRecord<'_, Verdict>) {
@@ -151,7 +158,7 @@ mod tests {
 
     #[test]
     fn relays_the_original_bytes_after_the_added_headers() {
-        let p = Pipeline::new(&Config::defaults().unwrap());
+        let p = Pipeline::new(&Config::parse("[bayes]\nenabled = false\n").unwrap());
         let msg = SEEDS[3];
         let (rewrite, verdict) = p.scan_at(&envelope(), msg, "AbCdEf123456", 1_795_442_400);
         let out = rewrite.parts(msg).concat();
@@ -187,7 +194,7 @@ mod tests {
 
     #[test]
     fn mangled_messages_never_panic_and_keep_their_bytes() {
-        let p = Pipeline::new(&Config::defaults().unwrap());
+        let p = Pipeline::new(&Config::parse("[bayes]\nenabled = false\n").unwrap());
         let env = envelope();
         let tokens: &[&[u8]] = &[
             b"\r\n",

@@ -1,9 +1,429 @@
-//! `filtertrain`: will learn corpora into the Bayes store, mirroring sa-learn. Not built yet
-//! (see the Bayes issue); it says so and exits with EX_UNAVAILABLE instead of pretending.
+//! `filtertrain`: learns mail into filterd's Bayes store, the way `sa-learn` does for
+//! SpamAssassin. Parses flags, resolves the store directory, takes the writers' lock, and
+//! calls into the library; a running filterd picks the new store up by itself.
 
+use anyhow::{Context as _, bail};
+use clap::{ArgGroup, Parser, ValueEnum};
+use filterd::config::Config;
+use filterd::corpus::{message_files, split_mbox, strip_from_line};
+use filterd::message::HeaderBlock;
+use filterd::message::tokenize::Tokens;
+use filterd::model::bayes::{BayesParams, token_prob};
+use filterd::model::bayes_store::{Class, Learned, Store, default_state_dir, message_id};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::{IsTerminal as _, Read as _, Write as _};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// sysexits.h EX_CONFIG.
+const EX_CONFIG: u8 = 78;
+
+/// What to dump.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Dump {
+    /// Message counts and store metadata, in sa-learn's format.
+    Magic,
+    /// One line per token: probability, spam count, ham count, atime, token hash.
+    Data,
+    /// Both.
+    All,
+}
+
+/// Learn mail as spam or ham into filterd's Bayes store (mirrors sa-learn).
+#[derive(Parser, Debug)]
+#[command(version, group(ArgGroup::new("admin").args(["dump", "backup", "restore", "clear", "force_expire"]).conflicts_with_all(["spam", "ham", "forget"])))]
+struct Args {
+    /// Learn as spam: the paths given here, or the other inputs (a message learned as ham is
+    /// moved; one already learned as spam is skipped).
+    #[arg(long, num_args = 0.., value_name = "PATH")]
+    spam: Option<Vec<PathBuf>>,
+    /// Learn as ham: the paths given here, or the other inputs.
+    #[arg(long, num_args = 0.., value_name = "PATH")]
+    ham: Option<Vec<PathBuf>>,
+    /// Unlearn: the paths given here, or the other inputs.
+    #[arg(long, num_args = 0.., value_name = "PATH", conflicts_with_all = ["spam", "ham"])]
+    forget: Option<Vec<PathBuf>>,
+    /// The inputs are mbox files.
+    #[arg(long, alias = "mbx")]
+    mbox: bool,
+    /// A file listing folders, one per line, optionally `ham:mbox:` / `spam:dir:` prefixed.
+    #[arg(short = 'f', long, value_name = "FILE")]
+    folders: Option<PathBuf>,
+    /// Skip messages larger than this many bytes (0: no limit).
+    #[arg(long, default_value_t = 500 * 1024, value_name = "BYTES")]
+    max_size: usize,
+    /// Print the store.
+    #[arg(long, value_enum, value_name = "WHAT")]
+    dump: Option<Dump>,
+    /// Write a text backup of the store to standard output.
+    #[arg(long)]
+    backup: bool,
+    /// Replace the store with a backup.
+    #[arg(long, value_name = "FILE")]
+    restore: Option<PathBuf>,
+    /// Wipe the store.
+    #[arg(long)]
+    clear: bool,
+    /// Expire old, rare tokens now.
+    #[arg(long)]
+    force_expire: bool,
+    /// The store directory (default: `[bayes] state_dir` of --config, else the default state
+    /// directory).
+    #[arg(long, value_name = "DIR")]
+    dbpath: Option<PathBuf>,
+    /// filterd's configuration file, for the store directory and expiry size.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Show progress (on by default on a terminal).
+    #[arg(long, alias = "showdots")]
+    progress: bool,
+    /// Files, directories (maildirs included), mbox files with --mbox, or `-` for standard input.
+    inputs: Vec<PathBuf>,
+}
+
+/// One input to learn, with its class (`None`: forget) and format.
+struct Source {
+    path: PathBuf,
+    class: Option<Class>,
+    mbox: bool,
+}
+
 fn main() -> ExitCode {
-    eprintln!("filtertrain: not available yet: the Bayes store is not part of this build");
-    ExitCode::from(69)
+    let args = Args::parse();
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("filtertrain: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let (dir, max_tokens) = match (&args.dbpath, &args.config) {
+        (Some(d), _) => (d.clone(), 150_000),
+        (None, Some(c)) => match Config::load(c) {
+            Ok(cfg) => (cfg.bayes_dir, cfg.bayes_max_tokens),
+            Err(e) => {
+                eprintln!("filtertrain: configuration is invalid:\n{e}");
+                return Ok(ExitCode::from(EX_CONFIG));
+            }
+        },
+        (None, None) => (default_state_dir(), 150_000),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+
+    if let Some(what) = args.dump {
+        let store = Store::load_or_empty(&dir)?;
+        let mut out = std::io::stdout().lock();
+        if matches!(what, Dump::Magic | Dump::All) {
+            out.write_all(store.dump_magic().as_bytes())?;
+        }
+        if matches!(what, Dump::Data | Dump::All) {
+            let p = BayesParams::default();
+            let data = store.dump_data(|c| token_prob(c, store.nspam, store.nham, &p));
+            out.write_all(data.as_bytes())?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.backup {
+        let store = Store::load_or_empty(&dir)?;
+        std::io::stdout()
+            .lock()
+            .write_all(store.backup().as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    // Everything below writes: one writer at a time.
+    let _lock = Store::lock(&dir)?;
+    if let Some(file) = &args.restore {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let store =
+            Store::restore(&text).with_context(|| format!("restoring {}", file.display()))?;
+        store.save(&dir)?;
+        println!(
+            "Restored {} token(s), {} spam and {} ham message(s)",
+            store.ntokens(),
+            store.nspam,
+            store.nham
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.clear {
+        Store::default().save(&dir)?;
+        println!("Cleared the Bayes store in {}", dir.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut store = Store::load_or_empty(&dir)?;
+    if args.force_expire {
+        let removed = store.expire(max_tokens, now, true);
+        store.save(&dir)?;
+        println!("Expired {removed} token(s); {} left", store.ntokens());
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let forget = args.forget.is_some();
+    let mut sources: Vec<Source> = vec![];
+    let mut bare_class: Option<Option<Class>> = None;
+    for (given, class) in [
+        (&args.spam, Some(Class::Spam)),
+        (&args.ham, Some(Class::Ham)),
+        (&args.forget, None),
+    ] {
+        match given {
+            Some(paths) if paths.is_empty() => bare_class = Some(class),
+            Some(paths) => sources.extend(paths.iter().map(|p| Source {
+                path: p.clone(),
+                class,
+                mbox: args.mbox,
+            })),
+            None => {}
+        }
+    }
+    if !args.inputs.is_empty() {
+        let Some(class) = bare_class.or_else(|| {
+            (sources.len() == 1 || sources.iter().all(|s| s.class == sources[0].class))
+                .then(|| sources.first().map(|s| s.class))
+                .flatten()
+        }) else {
+            bail!("say how to learn the inputs: --spam, --ham or --forget");
+        };
+        sources.extend(args.inputs.iter().map(|p| Source {
+            path: p.clone(),
+            class,
+            mbox: args.mbox,
+        }));
+    }
+    if let Some(f) = &args.folders {
+        let default = bare_class.unwrap_or(None);
+        sources.extend(read_folders(f, default, args.mbox, forget)?);
+    }
+    if sources.is_empty() {
+        bail!(
+            "nothing to learn: give --spam/--ham/--forget with files, directories (maildirs included), mbox files (--mbox), - for standard input, or --folders FILE"
+        );
+    }
+
+    let mut stats = Stats::default();
+    let progress = Progress::new(args.progress, &sources);
+    for src in &sources {
+        learn_source(src, args.max_size, now, &mut store, &mut stats, &progress);
+    }
+    progress.finish();
+    store.expire(max_tokens, now, false);
+    store.save(&dir)?;
+    if forget {
+        println!(
+            "Forgot tokens from {} message(s) ({} message(s) examined)",
+            stats.changed, stats.examined
+        );
+    } else {
+        println!(
+            "Learned tokens from {} message(s) ({} message(s) examined)",
+            stats.changed, stats.examined
+        );
+    }
+    Ok(if stats.unreadable > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[derive(Default)]
+struct Stats {
+    examined: u64,
+    changed: u64,
+    unreadable: u64,
+}
+
+/// A progress bar on a terminal; plain lines every 1000 messages otherwise.
+struct Progress {
+    bar: Option<ProgressBar>,
+    plain: bool,
+    count: std::cell::Cell<u64>,
+}
+
+impl Progress {
+    fn new(forced: bool, sources: &[Source]) -> Self {
+        let tty = std::io::stderr().is_terminal();
+        if !tty {
+            return Progress {
+                bar: None,
+                plain: forced,
+                count: Default::default(),
+            };
+        }
+        // Count the files up front when that is cheap (no mbox, no stdin).
+        let total: Option<u64> = sources
+            .iter()
+            .map(|s| {
+                if s.mbox || s.path == Path::new("-") {
+                    None
+                } else {
+                    message_files(&s.path).ok().map(|f| f.len() as u64)
+                }
+            })
+            .sum();
+        let bar = match total {
+            Some(n) => ProgressBar::new(n).with_style(
+                ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} messages ({per_sec}, {eta} left)",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ),
+            None => ProgressBar::new_spinner(),
+        };
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        Progress {
+            bar: Some(bar),
+            plain: false,
+            count: Default::default(),
+        }
+    }
+
+    fn tick(&self) {
+        let n = self.count.get() + 1;
+        self.count.set(n);
+        if let Some(b) = &self.bar {
+            b.inc(1);
+        } else if self.plain && n.is_multiple_of(1000) {
+            eprintln!("filtertrain: {n} messages examined");
+        }
+    }
+
+    fn report(&self, line: &str) {
+        match &self.bar {
+            Some(b) => b.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn learn_source(
+    src: &Source,
+    max_size: usize,
+    now: u64,
+    store: &mut Store,
+    stats: &mut Stats,
+    progress: &Progress,
+) {
+    let mut learn_one = |raw: &[u8], origin: &dyn std::fmt::Display, stats: &mut Stats| {
+        stats.examined += 1;
+        progress.tick();
+        if max_size > 0 && raw.len() > max_size {
+            return;
+        }
+        let raw = strip_from_line(raw);
+        if HeaderBlock::parse(raw).fields.is_empty() {
+            progress.report(&format!(
+                "filtertrain: {origin}: not a mail message (no header), skipped"
+            ));
+            return;
+        }
+        let id = message_id(raw);
+        let tokens = Tokens::of_raw(raw);
+        let changed = match src.class {
+            None => store.forget(id, &tokens),
+            Some(class) => store.learn(id, &tokens, class, now) != Learned::Skipped,
+        };
+        if changed {
+            stats.changed += 1;
+        }
+    };
+    let unreadable = |e: &dyn std::fmt::Display, stats: &mut Stats| {
+        progress.report(&format!("filtertrain: {}: {e}", src.path.display()));
+        stats.unreadable += 1;
+    };
+    if src.path == Path::new("-") {
+        let mut buf = Vec::new();
+        if let Err(e) = std::io::stdin().read_to_end(&mut buf) {
+            return unreadable(&e, stats);
+        }
+        if src.mbox {
+            for m in split_mbox(&buf) {
+                learn_one(&m, &"standard input", stats);
+            }
+        } else {
+            learn_one(&buf, &"standard input", stats);
+        }
+        return;
+    }
+    let files = match message_files(&src.path) {
+        Ok(f) => f,
+        Err(e) => return unreadable(&e, stats),
+    };
+    for f in files {
+        match std::fs::read(&f) {
+            Ok(data) if src.mbox => {
+                for m in split_mbox(&data) {
+                    learn_one(&m, &f.display(), stats);
+                }
+            }
+            Ok(data) => learn_one(&data, &f.display(), stats),
+            Err(e) => {
+                progress.report(&format!("filtertrain: {}: {e}", f.display()));
+                stats.unreadable += 1;
+            }
+        }
+    }
+}
+
+/// `--folders FILE`: one folder per line, `[ham|spam:][mbox|dir|file:]path`.
+fn read_folders(
+    file: &Path,
+    class: Option<Class>,
+    mbox: bool,
+    forget: bool,
+) -> anyhow::Result<Vec<Source>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let mut out = vec![];
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut rest = line;
+        let mut c = class;
+        let mut m = mbox;
+        if let Some((head, tail)) = rest.split_once(':') {
+            match head {
+                "ham" => (c, rest) = (Some(Class::Ham), tail),
+                "spam" => (c, rest) = (Some(Class::Spam), tail),
+                _ => {}
+            }
+        }
+        if let Some((head, tail)) = rest.split_once(':') {
+            match head {
+                "mbox" | "mbx" => (m, rest) = (true, tail),
+                "dir" | "file" => (m, rest) = (false, tail),
+                _ => {}
+            }
+        }
+        if c.is_none() && !forget {
+            bail!(
+                "{}:{}: no class for `{line}` (prefix ham: or spam:, or give --ham/--spam)",
+                file.display(),
+                n + 1
+            );
+        }
+        let class = if forget { None } else { c };
+        out.push(Source {
+            path: PathBuf::from(rest),
+            class,
+            mbox: m,
+        });
+    }
+    Ok(out)
 }

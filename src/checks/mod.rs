@@ -2,6 +2,7 @@
 //! and adds named hits; scores live in config. The [`Registry`] fixes their order and knows
 //! every hit name any check can emit, so config can refuse unknown names.
 
+mod bayes;
 mod date;
 mod from;
 mod gtube;
@@ -14,7 +15,9 @@ mod reply_to;
 mod subject;
 
 use crate::message::Features;
+use crate::model::bayes_live::BayesLive;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// A hit a check can emit, with its default score and what it means.
 #[derive(Debug, Clone, Copy)]
@@ -60,13 +63,13 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Self::new()
+        Self::new(None)
     }
 }
 
 impl Registry {
-    /// All built-in checks.
-    pub fn new() -> Self {
+    /// All built-in checks; Bayes votes when a store is given and has learned enough.
+    pub fn new(bayes: Option<Arc<BayesLive>>) -> Self {
         Registry {
             checks: vec![
                 Box::new(gtube::Gtube),
@@ -79,6 +82,7 @@ impl Registry {
                 Box::new(html_only::HtmlOnly),
                 Box::new(mime::MimeCheck),
                 Box::new(received::ReceivedCheck::default()),
+                Box::new(bayes::BayesCheck { live: bayes }),
             ],
         }
     }
@@ -90,7 +94,7 @@ impl Registry {
 
     /// Every hit name with its default score.
     pub fn default_scores() -> BTreeMap<&'static str, f64> {
-        Registry::new()
+        Registry::new(None)
             .hit_defs()
             .map(|h| (h.name, h.default_score))
             .collect()
@@ -118,7 +122,7 @@ mod tests {
 
     #[test]
     fn hit_names_are_unique_and_well_formed() {
-        let r = Registry::new();
+        let r = Registry::default();
         let names: Vec<_> = r.hit_defs().map(|h| h.name).collect();
         let unique: std::collections::BTreeSet<_> = names.iter().collect();
         assert_eq!(names.len(), unique.len());

@@ -3,13 +3,16 @@
 
 use super::RawConfig;
 use crate::checks::Registry;
+use crate::model::bayes::BayesParams;
+use crate::model::bayes_live::BayesLive;
+use crate::model::bayes_store::default_state_dir;
 use crate::smtp::codec::Limits;
 use crate::smtp::relay::NextHop;
 use crate::smtp::session::SessionConfig;
 use ipnet::IpNet;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,6 +71,14 @@ pub struct Config {
     pub log_level: String,
     /// Async worker threads (0: one per core).
     pub worker_threads: usize,
+    /// The Bayes store, when enabled.
+    pub bayes: Option<Arc<BayesLive>>,
+    /// The Bayes state directory (also when disabled, for the CLIs).
+    pub bayes_dir: PathBuf,
+    /// The classifier's settings.
+    pub bayes_params: BayesParams,
+    /// Expiry target of the Bayes store.
+    pub bayes_max_tokens: usize,
 }
 
 impl Config {
@@ -114,8 +125,9 @@ impl Config {
                 "levels" => section!(levels),
                 "scores" => section!(scores),
                 "log" => section!(log),
+                "bayes" => section!(bayes),
                 _ => problems.push(format!(
-                    "unknown section or key `{key}` (known: server, next_hop, scan, levels, scores, log)"
+                    "unknown section or key `{key}` (known: server, next_hop, scan, levels, scores, log, bayes)"
                 )),
             }
         }
@@ -273,6 +285,32 @@ impl Config {
             p.push(format!("log.level: `{}`: {e}", raw.log.level));
         }
 
+        let b = &raw.bayes;
+        let bayes_dir = if b.state_dir.is_empty() {
+            default_state_dir()
+        } else {
+            PathBuf::from(&b.state_dir)
+        };
+        let bayes_params = BayesParams {
+            min_spam: b.min_spam,
+            min_ham: b.min_ham,
+            ..BayesParams::default()
+        };
+        if b.max_tokens < 1000 {
+            p.push("bayes.max_tokens: must be at least 1000".into());
+        }
+        let bayes = if b.enabled {
+            match BayesLive::open(&bayes_dir, bayes_params) {
+                Ok(live) => Some(Arc::new(live)),
+                Err(e) => {
+                    p.push(format!("bayes: {e}"));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+
         if !p.is_empty() {
             return Err(ConfigError { problems: p });
         }
@@ -317,6 +355,10 @@ impl Config {
             hostname,
             log_level: raw.log.level.clone(),
             worker_threads: s.worker_threads,
+            bayes,
+            bayes_dir,
+            bayes_params,
+            bayes_max_tokens: b.max_tokens,
         })
     }
 }

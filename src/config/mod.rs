@@ -25,6 +25,8 @@ pub struct RawConfig {
     pub scores: BTreeMap<String, f64>,
     /// `[log]`
     pub log: RawLog,
+    /// `[bayes]`
+    pub bayes: RawBayes,
 }
 
 /// `[server]`: where and how filterd listens.
@@ -163,6 +165,35 @@ impl Default for RawLog {
     fn default() -> Self {
         RawLog {
             level: "info".into(),
+        }
+    }
+}
+
+/// `[bayes]`: the trainable Bayes check.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBayes {
+    /// Score messages with the Bayes store.
+    pub enabled: bool,
+    /// Where the store lives; empty = `/var/lib/filterd` for root, else
+    /// `$XDG_STATE_HOME/filterd` or `~/.local/state/filterd`.
+    pub state_dir: String,
+    /// Bayes does not vote until this many spam were learned.
+    pub min_spam: u64,
+    /// ... and this many ham.
+    pub min_ham: u64,
+    /// Expiry keeps the store near this many tokens (least recent and rarest go first).
+    pub max_tokens: usize,
+}
+
+impl Default for RawBayes {
+    fn default() -> Self {
+        RawBayes {
+            enabled: true,
+            state_dir: String::new(),
+            min_spam: 200,
+            min_ham: 200,
+            max_tokens: 150_000,
         }
     }
 }

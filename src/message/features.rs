@@ -80,11 +80,19 @@ pub struct Features<'m> {
     pub body_text: String,
     /// The time of the scan, Unix seconds.
     pub now: i64,
+    /// Bayes tokens, when asked for (tokenizing costs more than all header checks).
+    pub tokens: Option<crate::message::tokenize::Tokens>,
 }
 
 impl<'m> Features<'m> {
     /// Extract the features of `raw` at time `now`.
     pub fn extract(raw: &'m [u8], now: i64) -> Self {
+        Self::extract_with(raw, now, false)
+    }
+
+    /// Extract the features, and the Bayes tokens when `tokens` is set.
+    pub fn extract_with(raw: &'m [u8], now: i64, tokens: bool) -> Self {
+        use crate::message::tokenize::Tokens;
         let headers = HeaderBlock::parse(raw);
         let has = |name: &str| headers.named(raw, name).next().is_some();
         let received_dates = headers
@@ -118,11 +126,18 @@ impl<'m> Features<'m> {
             body_text: String::new(),
             headers,
             now,
+            tokens: None,
         };
         let Some(msg) = MessageParser::default().parse(raw) else {
+            if tokens {
+                f.tokens = Some(Tokens::of_raw(raw));
+            }
             return f;
         };
         f.parsed = true;
+        if tokens {
+            f.tokens = Some(Tokens::of_message(&msg));
+        }
         f.subject = msg.subject().map(str::to_string);
         f.from = msg.from().and_then(first_addr);
         f.reply_to = msg.reply_to().and_then(first_addr);

@@ -173,10 +173,8 @@ impl Tokenizer {
                 }
                 self.push("rcvd-ip:", &s);
             }
-            if let Some(helo) = &r.helo {
-                if let mail_parser::Host::Name(n) = helo {
-                    self.push("rcvd-helo:", &n.to_ascii_lowercase());
-                }
+            if let Some(mail_parser::Host::Name(n)) = &r.helo {
+                self.push("rcvd-helo:", &n.to_ascii_lowercase());
             }
         }
     }

@@ -699,8 +699,10 @@ mod tests {
 
     #[test]
     fn dump_magic_matches_sa_learn() {
-        let mut s = Store::default();
-        s.nspam = 673;
+        let s = Store {
+            nspam: 673,
+            ..Store::default()
+        };
         let dump = s.dump_magic();
         assert!(
             dump.contains("0.000          0        673          0  non-token data: nspam\n"),

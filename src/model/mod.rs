@@ -2,4 +2,5 @@
 //! model land here.
 
 pub mod bayes;
+pub mod bayes_live;
 pub mod bayes_store;

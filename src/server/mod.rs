@@ -84,7 +84,15 @@ impl Server {
             };
             loops.push(tokio::spawn(accept_loop(listener, ctx)));
         }
+        let reloader = self
+            .config
+            .bayes
+            .clone()
+            .map(|live| tokio::spawn(reload_loop(live)));
         shutdown.await;
+        if let Some(r) = reloader {
+            r.abort();
+        }
         tracing::info!("shutting down: no new connections, finishing messages in flight");
         let _ = stop_tx.send(true);
         for l in &loops {
@@ -169,5 +177,41 @@ fn canonical(ip: std::net::IpAddr) -> std::net::IpAddr {
     match ip {
         std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
         v4 => v4,
+    }
+}
+
+/// Pick up a store that `filtertrain` replaced: checked every second, and at once on SIGHUP.
+async fn reload_loop(live: Arc<crate::model::bayes_live::BayesLive>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        match hup.as_mut() {
+            Some(h) => {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = h.recv() => tracing::info!("SIGHUP: reloading the Bayes store"),
+                }
+            }
+            None => {
+                tick.tick().await;
+            }
+        }
+        let l = live.clone();
+        match tokio::task::spawn_blocking(move || l.reload_if_changed().map(|r| (r, l.snapshot())))
+            .await
+        {
+            Ok(Ok((true, s))) => tracing::info!(
+                nspam = s.nspam,
+                nham = s.nham,
+                ntokens = s.ntokens(),
+                "Bayes store reloaded"
+            ),
+            Ok(Ok((false, _))) => {}
+            Ok(Err(e)) => {
+                tracing::error!("Bayes store not reloaded, keeping the previous one: {e}")
+            }
+            Err(e) => tracing::error!("Bayes reload task failed: {e}"),
+        }
     }
 }

@@ -5,4 +5,5 @@ mod cli;
 mod postfix;
 mod relay;
 mod session;
+mod train;
 mod util;

@@ -21,7 +21,10 @@ struct Duplex {
 
 impl Duplex {
     fn start(next_hop: SocketAddr, tweak: impl FnOnce(&mut SessionConfig)) -> Duplex {
-        let cfg = Config::parse(&format!("[next_hop]\naddress = \"{next_hop}\"\n")).unwrap();
+        let cfg = Config::parse(&format!(
+            "[next_hop]\naddress = \"{next_hop}\"\n[bayes]\nenabled = false\n"
+        ))
+        .unwrap();
         let pipeline = Pipeline::new(&cfg);
         Self::start_with(next_hop, tweak, pipeline)
     }
@@ -31,7 +34,10 @@ impl Duplex {
         tweak: impl FnOnce(&mut SessionConfig),
         filter: F,
     ) -> Duplex {
-        let mut cfg = Config::parse(&format!("[next_hop]\naddress = \"{next_hop}\"\n")).unwrap();
+        let mut cfg = Config::parse(&format!(
+            "[next_hop]\naddress = \"{next_hop}\"\n[bayes]\nenabled = false\n"
+        ))
+        .unwrap();
         let mut session = (*cfg.session).clone();
         tweak(&mut session);
         cfg.session = Arc::new(session);
@@ -249,7 +255,11 @@ async fn random_command_streams_never_panic_the_session() {
     let mut x: u64 = 0x9E3779B97F4A7C15;
     let mut total_replies = 0;
     for _ in 0..60 {
-        let cfg = Config::parse(&format!("[next_hop]\naddress = \"{}\"\n", sink.addr)).unwrap();
+        let cfg = Config::parse(&format!(
+            "[next_hop]\naddress = \"{}\"\n[bayes]\nenabled = false\n",
+            sink.addr
+        ))
+        .unwrap();
         let (client, server) = tokio::io::duplex(1 << 16);
         let (_stop, stop_rx) = watch::channel(false);
         let session = Session::new(

@@ -34,6 +34,15 @@ impl Filterd {
     pub fn start_with(config: &str) -> Filterd {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("filterd.toml");
+        // Never read a real installation's Bayes store.
+        let config = if config.contains("[bayes]") {
+            config.to_string()
+        } else {
+            format!(
+                "{config}\n[bayes]\nstate_dir = \"{}\"\n",
+                dir.path().join("state").display()
+            )
+        };
         std::fs::write(&path, config).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_filterd"))
             .arg("--config")

@@ -1,0 +1,102 @@
+//! The Bayes store as a running filterd sees it: loaded once at start (a corrupt store is
+//! refused then, with its path), swapped for a new snapshot when `filtertrain` replaces the
+//! file (checked every second by the server, and at once on SIGHUP). Checks read a snapshot
+//! and never wait for a reload.
+
+use crate::message::tokenize::Tokens;
+use crate::model::bayes::{BayesParams, BayesScore, classify};
+use crate::model::bayes_store::{Store, StoreError};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// What identifies one version of the store file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    inode: u64,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        len: m.len(),
+        modified: m.modified().ok(),
+        inode: m.ino(),
+    })
+}
+
+/// A live, reloadable Bayes store.
+#[derive(Debug)]
+pub struct BayesLive {
+    dir: PathBuf,
+    params: BayesParams,
+    store: RwLock<Arc<Store>>,
+    stamp: Mutex<Option<Stamp>>,
+}
+
+impl BayesLive {
+    /// Load the store in `dir` (an empty one when there is none yet).
+    pub fn open(dir: &Path, params: BayesParams) -> Result<Self, StoreError> {
+        let path = Store::path_in(dir);
+        let before = stamp(&path);
+        let store = Store::load_or_empty(dir)?;
+        Ok(BayesLive {
+            dir: dir.to_path_buf(),
+            params,
+            store: RwLock::new(Arc::new(store)),
+            stamp: Mutex::new(before),
+        })
+    }
+
+    /// A live store over an in-memory store (evaluation, tests); never reloads.
+    pub fn from_store(store: Store, params: BayesParams) -> Self {
+        BayesLive {
+            dir: PathBuf::new(),
+            params,
+            store: RwLock::new(Arc::new(store)),
+            stamp: Mutex::new(None),
+        }
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Store> {
+        self.store
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// True when enough was learned for Bayes to vote (worth tokenizing for).
+    pub fn ready(&self) -> bool {
+        crate::model::bayes::ready(&self.snapshot(), &self.params)
+    }
+
+    /// Classify with the current snapshot; `None` until enough was learned.
+    pub fn classify(&self, tokens: &Tokens) -> Option<BayesScore> {
+        classify(&self.snapshot(), tokens, &self.params)
+    }
+
+    /// Reload when the file changed since the last load. Returns true when a new snapshot
+    /// was installed; a damaged new file leaves the old snapshot in place and is reported.
+    pub fn reload_if_changed(&self) -> Result<bool, StoreError> {
+        let path = Store::path_in(&self.dir);
+        let now = stamp(&path);
+        {
+            let last = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
+            if *last == now {
+                return Ok(false);
+            }
+        }
+        let store = Store::load_or_empty(&self.dir)?;
+        *self.store.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(store);
+        *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) = now;
+        Ok(true)
+    }
+}
