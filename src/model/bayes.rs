@@ -164,6 +164,65 @@ mod tests {
     use crate::model::bayes_store::Class;
 
     #[test]
+    fn token_probabilities_are_linfa_bernoulli_nb() {
+        use linfa::prelude::*;
+        use linfa_bayes::{BernoulliNb, NaiveBayes};
+        // Six messages over four tokens (presence), three spam (1) and three ham (0).
+        let x = ndarray::array![
+            [1., 1., 0., 0.],
+            [1., 0., 1., 0.],
+            [1., 1., 1., 0.],
+            [0., 0., 1., 1.],
+            [0., 1., 0., 1.],
+            [0., 0., 0., 1.]
+        ];
+        let y = ndarray::array![1usize, 1, 1, 0, 0, 0];
+        let model = BernoulliNb::params()
+            .alpha(1.0)
+            .fit(&DatasetView::new(x.view(), y.view()))
+            .unwrap();
+        // Bernoulli NB's log-likelihood of one-hot row i minus that of the empty row is
+        // ln p_i - ln(1 - p_i): recover p_i = P(token i | class) from linfa.
+        let empty = ndarray::Array2::<f64>::zeros((1, 4));
+        let base = model.joint_log_likelihood(empty.view());
+        let mut store = Store::default();
+        for (row, label) in x.rows().into_iter().zip(y.iter()) {
+            let tokens: Vec<u64> = row
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| **v > 0.0)
+                .map(|(i, _)| i as u64)
+                .collect();
+            let class = if *label == 1 { Class::Spam } else { Class::Ham };
+            let id = tokens.iter().fold(u128::from(*label as u8) << 64, |a, t| {
+                a * 31 + u128::from(*t) + 1
+            });
+            store.learn(id, &Tokens(tokens), class, 0);
+        }
+        for i in 0..4 {
+            let mut one = ndarray::Array2::<f64>::zeros((1, 4));
+            one[[0, i]] = 1.0;
+            let jll = model.joint_log_likelihood(one.view());
+            let linfa_p = |label: usize| {
+                let d = jll[&label][0] - base[&label][0];
+                1.0 / (1.0 + (-d).exp())
+            };
+            let c = store.get(i as u64).unwrap_or_default();
+            let (ps, ph) = class_probs(c, store.nspam, store.nham, 1.0);
+            assert!(
+                (ps - linfa_p(1)).abs() < 1e-12,
+                "token {i}: spam {ps} vs linfa {}",
+                linfa_p(1)
+            );
+            assert!(
+                (ph - linfa_p(0)).abs() < 1e-12,
+                "token {i}: ham {ph} vs linfa {}",
+                linfa_p(0)
+            );
+        }
+    }
+
+    #[test]
     fn chi2q_matches_known_values() {
         // Q(x2 = 2, v = 2) = e^-1.
         assert!((chi2q(2.0, 2).0 - (-1.0f64).exp()).abs() < 1e-12);
