@@ -23,6 +23,7 @@ pub struct Pipeline {
     scores: BTreeMap<&'static str, f64>,
     levels: Levels,
     hostname: String,
+    autolearn: Option<(f64, f64)>,
 }
 
 impl Pipeline {
@@ -34,6 +35,7 @@ impl Pipeline {
             scores: cfg.scores.clone(),
             levels: cfg.levels,
             hostname: cfg.hostname.clone(),
+            autolearn: cfg.autolearn,
         }
     }
 
@@ -45,22 +47,58 @@ impl Pipeline {
         mail_id: &str,
         now: i64,
     ) -> (Rewrite, Verdict) {
-        // 1. features (Bayes tokens only when Bayes can vote)
-        let features = Features::extract_with(msg, now, self.bayes_ready());
+        // 1. features (Bayes tokens only when Bayes can vote or may learn)
+        let features =
+            Features::extract_with(msg, now, self.autolearn.is_some() || self.bayes_ready());
         // 2. checks
         let hits = self.registry.run(&features);
         // 3. verdict
         let mut verdict = Verdict::new(&hits, &self.scores, self.levels);
         verdict.message_id = features.message_id.clone();
+        let autolearn = self.autolearn(msg, &verdict, features.tokens.as_ref());
         // 4. tag
         let mut prefix = if verdict.is_tagged() {
-            verdict.spam_headers("disabled")
+            verdict.spam_headers(autolearn)
         } else {
             String::new()
         };
         prefix.push_str(&self.received_header(env, mail_id, now));
         let rewrite = crate::action::tag::rewrite(msg, &features.headers, prefix);
         (rewrite, verdict)
+    }
+
+    /// SpamAssassin-style autolearning on the score without the Bayes hits; returns the
+    /// `autolearn=` value for X-Spam-Status.
+    fn autolearn(
+        &self,
+        msg: &[u8],
+        verdict: &Verdict,
+        tokens: Option<&crate::message::tokenize::Tokens>,
+    ) -> &'static str {
+        use crate::model::bayes_store::{Class, message_id};
+        let (Some((ham_below, spam_above)), Some(live), Some(tokens)) =
+            (self.autolearn, &self.bayes, tokens)
+        else {
+            return "disabled";
+        };
+        let bayes: f64 = verdict
+            .hits
+            .iter()
+            .filter(|(n, _)| n.starts_with("BAYES_"))
+            .map(|(_, s)| s)
+            .sum();
+        let score = verdict.score - bayes;
+        let class = if score <= ham_below {
+            Class::Ham
+        } else if score >= spam_above {
+            Class::Spam
+        } else {
+            return "no";
+        };
+        if !live.queue_learn(message_id(msg), tokens.clone(), class) {
+            return "unavailable";
+        }
+        if class == Class::Spam { "spam" } else { "ham" }
     }
 
     fn bayes_ready(&self) -> bool {

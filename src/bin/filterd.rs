@@ -68,13 +68,6 @@ fn main() -> ExitCode {
                 return ExitCode::from(EX_OSERR);
             }
         };
-        let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
-        tracing::info!(
-            listen = %addrs.join(","),
-            next_hop = %config.next_hop.label(),
-            "filterd {} ready",
-            env!("CARGO_PKG_VERSION")
-        );
         server.serve(shutdown_signal()).await;
         tracing::info!("filterd stopped");
         ExitCode::SUCCESS

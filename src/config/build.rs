@@ -79,6 +79,8 @@ pub struct Config {
     pub bayes_params: BayesParams,
     /// Expiry target of the Bayes store.
     pub bayes_max_tokens: usize,
+    /// Autolearn thresholds (ham at or below, spam at or above), when on.
+    pub autolearn: Option<(f64, f64)>,
 }
 
 impl Config {
@@ -296,6 +298,12 @@ impl Config {
             min_ham: b.min_ham,
             ..BayesParams::default()
         };
+        if b.autolearn && !(b.autolearn_ham_below < b.autolearn_spam_above) {
+            p.push("bayes.autolearn_ham_below must be below bayes.autolearn_spam_above".into());
+        }
+        if b.autolearn && !b.enabled {
+            p.push("bayes.autolearn needs bayes.enabled".into());
+        }
         if b.max_tokens < 1000 {
             p.push("bayes.max_tokens: must be at least 1000".into());
         }
@@ -359,6 +367,9 @@ impl Config {
             bayes_dir,
             bayes_params,
             bayes_max_tokens: b.max_tokens,
+            autolearn: b
+                .autolearn
+                .then_some((b.autolearn_ham_below, b.autolearn_spam_above)),
         })
     }
 }

@@ -184,6 +184,12 @@ pub struct RawBayes {
     pub min_ham: u64,
     /// Expiry keeps the store near this many tokens (least recent and rarest go first).
     pub max_tokens: usize,
+    /// Learn clear cases automatically, judged by the score without the Bayes hits.
+    pub autolearn: bool,
+    /// Autolearn as ham at or below this non-Bayes score.
+    pub autolearn_ham_below: f64,
+    /// Autolearn as spam at or above this non-Bayes score.
+    pub autolearn_spam_above: f64,
 }
 
 impl Default for RawBayes {
@@ -194,6 +200,9 @@ impl Default for RawBayes {
             min_spam: 200,
             min_ham: 200,
             max_tokens: 150_000,
+            autolearn: false,
+            autolearn_ham_below: 0.1,
+            autolearn_spam_above: 12.0,
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::message::tokenize::Tokens;
 use crate::model::bayes::{BayesParams, BayesScore, classify};
-use crate::model::bayes_store::{Store, StoreError};
+use crate::model::bayes_store::{Class, Store, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -34,7 +34,12 @@ pub struct BayesLive {
     params: BayesParams,
     store: RwLock<Arc<Store>>,
     stamp: Mutex<Option<Stamp>>,
+    /// Autolearned messages not yet written to the store.
+    pending: Mutex<Vec<(u128, Tokens, Class)>>,
 }
+
+/// Autolearned messages kept in memory at most before a write (more are not queued).
+const MAX_PENDING: usize = 10_000;
 
 impl BayesLive {
     /// Load the store in `dir` (an empty one when there is none yet).
@@ -47,6 +52,7 @@ impl BayesLive {
             params,
             store: RwLock::new(Arc::new(store)),
             stamp: Mutex::new(before),
+            pending: Mutex::new(Vec::new()),
         })
     }
 
@@ -57,6 +63,7 @@ impl BayesLive {
             params,
             store: RwLock::new(Arc::new(store)),
             stamp: Mutex::new(None),
+            pending: Mutex::new(Vec::new()),
         }
     }
 
@@ -81,6 +88,47 @@ impl BayesLive {
     /// Classify with the current snapshot; `None` until enough was learned.
     pub fn classify(&self, tokens: &Tokens) -> Option<BayesScore> {
         classify(&self.snapshot(), tokens, &self.params)
+    }
+
+    /// Queue a message for autolearning; false when the queue is full.
+    pub fn queue_learn(&self, id: u128, tokens: Tokens, class: Class) -> bool {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if p.len() >= MAX_PENDING {
+            return false;
+        }
+        p.push((id, tokens, class));
+        true
+    }
+
+    /// Messages waiting to be written.
+    pub fn pending(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Write queued autolearned messages into the store on disk, under the writers' lock
+    /// (so it never races `filtertrain`); returns how many were new. The snapshot follows
+    /// with the next reload.
+    pub fn flush_learned(&self, max_tokens: usize) -> Result<usize, StoreError> {
+        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let _lock = Store::lock(&self.dir)?;
+        let mut store = Store::load_or_empty(&self.dir)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut learned = 0;
+        for (id, tokens, class) in &batch {
+            if store.learn(*id, tokens, *class, now) != crate::model::bayes_store::Learned::Skipped
+            {
+                learned += 1;
+            }
+        }
+        store.expire(max_tokens, now, false);
+        store.save(&self.dir)?;
+        Ok(learned)
     }
 
     /// Reload when the file changed since the last load. Returns true when a new snapshot

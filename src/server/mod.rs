@@ -62,6 +62,7 @@ impl Server {
     /// Serve until `shutdown` completes, then drain: no new connections, idle sessions get
     /// 421, messages in flight finish (up to the grace period).
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let addrs = self.local_addrs();
         let max = self.config.server.max_connections;
         let permits = Arc::new(Semaphore::new(max));
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -84,11 +85,21 @@ impl Server {
             };
             loops.push(tokio::spawn(accept_loop(listener, ctx)));
         }
+        let max_tokens = self.config.bayes_max_tokens;
+        // Take SIGHUP before announcing readiness: its default action would end the process.
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let reloader = self
             .config
             .bayes
             .clone()
-            .map(|live| tokio::spawn(reload_loop(live)));
+            .map(|live| tokio::spawn(reload_loop(live, max_tokens, hup)));
+        let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+        tracing::info!(
+            listen = %addrs.join(","),
+            next_hop = %self.config.next_hop.label(),
+            "filterd {} ready",
+            env!("CARGO_PKG_VERSION")
+        );
         shutdown.await;
         if let Some(r) = reloader {
             r.abort();
@@ -107,6 +118,9 @@ impl Server {
             ),
         }
         pool.close_idle().await;
+        if let Some(live) = self.config.bayes.clone() {
+            flush_learned(live, max_tokens).await;
+        }
     }
 }
 
@@ -180,22 +194,46 @@ fn canonical(ip: std::net::IpAddr) -> std::net::IpAddr {
     }
 }
 
+/// Write autolearned messages to the store (off the async workers).
+async fn flush_learned(live: Arc<crate::model::bayes_live::BayesLive>, max_tokens: usize) {
+    if live.pending() == 0 {
+        return;
+    }
+    match tokio::task::spawn_blocking(move || live.flush_learned(max_tokens)).await {
+        Ok(Ok(n)) => tracing::info!("autolearned {n} message(s) into the Bayes store"),
+        Ok(Err(e)) => tracing::error!("autolearned messages not written: {e}"),
+        Err(e) => tracing::error!("autolearn task failed: {e}"),
+    }
+}
+
 /// Pick up a store that `filtertrain` replaced: checked every second, and at once on SIGHUP.
-async fn reload_loop(live: Arc<crate::model::bayes_live::BayesLive>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup()).ok();
+/// Autolearned messages are written every 30 s (and on SIGHUP and at shutdown).
+async fn reload_loop(
+    live: Arc<crate::model::bayes_live::BayesLive>,
+    max_tokens: usize,
+    mut hup: Option<tokio::signal::unix::Signal>,
+) {
+    let mut ticks: u64 = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        match hup.as_mut() {
+        let hupped = match hup.as_mut() {
             Some(h) => {
                 tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = h.recv() => tracing::info!("SIGHUP: reloading the Bayes store"),
+                    _ = tick.tick() => false,
+                    _ = h.recv() => {
+                        tracing::info!("SIGHUP: writing autolearned messages and reloading the Bayes store");
+                        true
+                    }
                 }
             }
             None => {
                 tick.tick().await;
+                false
             }
+        };
+        ticks += 1;
+        if hupped || ticks.is_multiple_of(30) {
+            flush_learned(live.clone(), max_tokens).await;
         }
         let l = live.clone();
         match tokio::task::spawn_blocking(move || l.reload_if_changed().map(|r| (r, l.snapshot())))

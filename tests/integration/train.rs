@@ -380,3 +380,38 @@ async fn filterd_uses_the_store_and_picks_up_new_learning_without_restart() {
     assert!(spam_text.contains("BAYES_99=3.5"), "{spam_text}");
     assert!(ham_text.contains("BAYES_00=-1.9"), "{ham_text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn autolearn_learns_clear_cases_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("db");
+    let sink = Sink::start(Behaviour::default()).await;
+    let f = Filterd::start_with(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n[next_hop]\naddress = \"{}\"\n[bayes]\nstate_dir = \"{}\"\nautolearn = true\nautolearn_spam_above = 100\n",
+        sink.addr,
+        db.display()
+    ));
+    let (mut c, _) = Client::connect(f.addr()).await;
+    let r = c
+        .send_message("a@example.org", &["bob@example.net"], &crate::util::gtube())
+        .await;
+    assert!(r.starts_with("250 "), "{r}");
+    let r = c
+        .send_message(
+            "a@example.org",
+            &["bob@example.net"],
+            synthetic(1, false).as_bytes(),
+        )
+        .await;
+    assert!(r.starts_with("250 "), "{r}");
+    let got = sink.received();
+    assert!(String::from_utf8_lossy(&got[0].data).contains("autolearn=spam"));
+    assert!(String::from_utf8_lossy(&got[1].data).contains("autolearn=no"));
+    f.signal("HUP");
+    assert!(
+        f.wait_log("autolearned 1 message(s)", Duration::from_secs(10)),
+        "{}",
+        f.log_text()
+    );
+    assert_eq!(magic_value(&db, "nspam"), 1);
+}
