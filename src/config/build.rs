@@ -298,7 +298,7 @@ impl Config {
             min_ham: b.min_ham,
             ..BayesParams::default()
         };
-        if b.autolearn && !(b.autolearn_ham_below < b.autolearn_spam_above) {
+        if b.autolearn && b.autolearn_ham_below >= b.autolearn_spam_above {
             p.push("bayes.autolearn_ham_below must be below bayes.autolearn_spam_above".into());
         }
         if b.autolearn && !b.enabled {
