@@ -48,6 +48,37 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         show_worst: usize,
     },
+    /// Write the same split as `evaluate` to file lists (train-ham.txt, train-spam.txt,
+    /// test-ham.txt, test-spam.txt), so other filters can be trained and tested the same way.
+    Split {
+        /// Ham folders (repeatable).
+        #[arg(long, required = true)]
+        ham: Vec<PathBuf>,
+        /// Spam folders (repeatable).
+        #[arg(long, required = true)]
+        spam: Vec<PathBuf>,
+        /// Share held out for testing, in percent.
+        #[arg(long, default_value_t = 40)]
+        test_percent: u64,
+        /// Which split (0 = the reported one).
+        #[arg(long, default_value_t = 0)]
+        fold: u64,
+        /// Where to write the lists.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Figures for scores produced elsewhere: lines of `ham <score>` or `spam <score>`
+    /// (higher = spammier).
+    Metrics {
+        /// The scores file.
+        file: PathBuf,
+        /// FP%/FN% threshold.
+        #[arg(long, default_value_t = 0.99)]
+        threshold: f64,
+        /// Name for the table row.
+        #[arg(long, default_value = "other filter")]
+        name: String,
+    },
 }
 
 struct Item {
@@ -103,16 +134,97 @@ fn row(name: &str, s: &Scored, threshold: f64, at: &str) {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let Cmd::Evaluate {
-        ham,
-        spam,
-        test_percent,
-        fold,
-        show_worst,
-    } = args.cmd;
+    match args.cmd {
+        Cmd::Evaluate {
+            ham,
+            spam,
+            test_percent,
+            fold,
+            show_worst,
+        } => evaluate(&ham, &spam, test_percent, fold, show_worst),
+        Cmd::Split {
+            ham,
+            spam,
+            test_percent,
+            fold,
+            out,
+        } => split(&ham, &spam, test_percent, fold, &out),
+        Cmd::Metrics {
+            file,
+            threshold,
+            name,
+        } => metrics(&file, threshold, &name),
+    }
+}
+
+fn split(
+    ham: &[PathBuf],
+    spam: &[PathBuf],
+    test_percent: u64,
+    fold: u64,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    for (dirs, label) in [(ham, "ham"), (spam, "spam")] {
+        let (mut train, mut test) = (String::new(), String::new());
+        for d in dirs {
+            for f in message_files(d).with_context(|| format!("reading {}", d.display()))? {
+                let list = if is_test(&f, test_percent, fold) {
+                    &mut test
+                } else {
+                    &mut train
+                };
+                list.push_str(&f.display().to_string());
+                list.push('\n');
+            }
+        }
+        std::fs::write(out.join(format!("train-{label}.txt")), train)?;
+        std::fs::write(out.join(format!("test-{label}.txt")), test)?;
+    }
+    Ok(())
+}
+
+fn metrics(file: &std::path::Path, threshold: f64, name: &str) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let mut s = Scored::default();
+    for (n, line) in text.lines().enumerate() {
+        let mut f = line.split_whitespace();
+        let (Some(label), Some(score)) = (f.next(), f.next().and_then(|v| v.parse::<f64>().ok()))
+        else {
+            anyhow::bail!("{}:{}: expected `ham|spam <score>`", file.display(), n + 1);
+        };
+        match label {
+            "ham" => s.ham.push(score),
+            "spam" => s.spam.push(score),
+            _ => anyhow::bail!("{}:{}: label must be ham or spam", file.display(), n + 1),
+        }
+    }
+    println!("test: {} ham, {} spam", s.ham.len(), s.spam.len());
+    table_header();
+    row(name, &s, threshold, &format!(">= {threshold}"));
+    Ok(())
+}
+
+fn table_header() {
+    println!(
+        "| scorer                       |   FP%  |   FN%  | threshold      | 1-ROCA%  | recall@0.1%FP |"
+    );
+    println!(
+        "|------------------------------|-------:|-------:|----------------|---------:|--------------:|"
+    );
+}
+
+fn evaluate(
+    ham: &[PathBuf],
+    spam: &[PathBuf],
+    test_percent: u64,
+    fold: u64,
+    show_worst: usize,
+) -> anyhow::Result<()> {
     let mut items = vec![];
-    load(&ham, false, test_percent, fold, &mut items)?;
-    load(&spam, true, test_percent, fold, &mut items)?;
+    load(ham, false, test_percent, fold, &mut items)?;
+    load(spam, true, test_percent, fold, &mut items)?;
 
     // Learn the train part, as filtertrain does.
     let mut store = Store::default();
@@ -170,12 +282,7 @@ fn main() -> anyhow::Result<()> {
         ));
     }
     println!();
-    println!(
-        "| scorer                       |   FP%  |   FN%  | threshold      | 1-ROCA%  | recall@0.1%FP |"
-    );
-    println!(
-        "|------------------------------|-------:|-------:|----------------|---------:|--------------:|"
-    );
+    table_header();
     // Bayes ranks by its finer log-evidence; its FP/FN use the probability at BAYES_99.
     let (fp, fneg) = bayes_prob.fp_fn_pct(0.99);
     println!(
