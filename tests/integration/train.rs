@@ -415,3 +415,43 @@ async fn autolearn_learns_clear_cases_and_says_so() {
     );
     assert_eq!(magic_value(&db, "nspam"), 1);
 }
+
+/// The recorded accuracy must not regress: Bayes alone on fold 0 of the shared corpus.
+#[test]
+fn corpus_evaluation_keeps_the_recorded_accuracy() {
+    let root = std::env::var_os("FILTERD_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::util::repo().join("../shared/corpus/spamassassin"));
+    if !root.join("easy_ham").exists() {
+        eprintln!(
+            "skipped: corpus not found at {} (set FILTERD_CORPUS)",
+            root.display()
+        );
+        return;
+    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_corpus-tools"));
+    cmd.arg("evaluate");
+    for h in ["easy_ham", "easy_ham_2", "hard_ham"] {
+        cmd.arg("--ham").arg(root.join(h));
+    }
+    for s in ["spam", "spam_2"] {
+        cmd.arg("--spam").arg(root.join(s));
+    }
+    let o = cmd.output().expect("run corpus-tools");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("| Bayes alone"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let cols: Vec<f64> = row
+        .split('|')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
+    let (roca, recall) = (cols[cols.len() - 2], cols[cols.len() - 1]);
+    assert!(roca <= 0.06, "1-ROCA {roca}% above 0.06%:\n{out}");
+    assert!(
+        recall >= 93.0,
+        "recall {recall}% below the recorded 93.8%:\n{out}"
+    );
+}
