@@ -32,18 +32,8 @@ enum Cmd {
     /// Train on one part of labelled folders, score the other through filterd's pipeline,
     /// print FP%, FN%, 1-ROCA% and spam recall at <= 0.1% FP.
     Evaluate {
-        /// Ham folders (repeatable).
-        #[arg(long, required = true)]
-        ham: Vec<PathBuf>,
-        /// Spam folders (repeatable).
-        #[arg(long, required = true)]
-        spam: Vec<PathBuf>,
-        /// Share of each folder held out for testing, in percent.
-        #[arg(long, default_value_t = 40)]
-        test_percent: u64,
-        /// Which split: 0 is the one reported in README; others are for tuning.
-        #[arg(long, default_value_t = 0)]
-        fold: u64,
+        #[command(flatten)]
+        split: SplitArgs,
         /// Also list the N spammiest ham and hammiest spam (by Bayes) of the test part.
         #[arg(long, default_value_t = 0)]
         show_worst: usize,
@@ -51,18 +41,8 @@ enum Cmd {
     /// Write the same split as `evaluate` to file lists (train-ham.txt, train-spam.txt,
     /// test-ham.txt, test-spam.txt), so other filters can be trained and tested the same way.
     Split {
-        /// Ham folders (repeatable).
-        #[arg(long, required = true)]
-        ham: Vec<PathBuf>,
-        /// Spam folders (repeatable).
-        #[arg(long, required = true)]
-        spam: Vec<PathBuf>,
-        /// Share held out for testing, in percent.
-        #[arg(long, default_value_t = 40)]
-        test_percent: u64,
-        /// Which split (0 = the reported one).
-        #[arg(long, default_value_t = 0)]
-        fold: u64,
+        #[command(flatten)]
+        split: SplitArgs,
         /// Where to write the lists.
         #[arg(long)]
         out: PathBuf,
@@ -81,32 +61,28 @@ enum Cmd {
     },
 }
 
+/// Labelled folders and which deterministic split of them to use.
+#[derive(clap::Args)]
+struct SplitArgs {
+    /// Ham folders (repeatable).
+    #[arg(long, required = true)]
+    ham: Vec<PathBuf>,
+    /// Spam folders (repeatable).
+    #[arg(long, required = true)]
+    spam: Vec<PathBuf>,
+    /// Share of each folder held out for testing, in percent.
+    #[arg(long, default_value_t = 40)]
+    test_percent: u64,
+    /// Which split: 0 is the one reported in README; others are for tuning.
+    #[arg(long, default_value_t = 0)]
+    fold: u64,
+}
+
 struct Item {
     path: PathBuf,
     raw: Vec<u8>,
     spam: bool,
     test: bool,
-}
-
-fn load(
-    dirs: &[PathBuf],
-    spam: bool,
-    test_percent: u64,
-    fold: u64,
-    out: &mut Vec<Item>,
-) -> anyhow::Result<()> {
-    for d in dirs {
-        for f in message_files(d).with_context(|| format!("reading {}", d.display()))? {
-            let raw = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
-            out.push(Item {
-                test: is_test(&f, test_percent, fold),
-                raw: strip_from_line(&raw).to_vec(),
-                path: f,
-                spam,
-            });
-        }
-    }
-    Ok(())
 }
 
 fn envelope() -> Envelope {
@@ -135,20 +111,8 @@ fn row(name: &str, s: &Scored, threshold: f64, at: &str) {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.cmd {
-        Cmd::Evaluate {
-            ham,
-            spam,
-            test_percent,
-            fold,
-            show_worst,
-        } => evaluate(&ham, &spam, test_percent, fold, show_worst),
-        Cmd::Split {
-            ham,
-            spam,
-            test_percent,
-            fold,
-            out,
-        } => split(&ham, &spam, test_percent, fold, &out),
+        Cmd::Evaluate { split, show_worst } => evaluate(&split, show_worst),
+        Cmd::Split { split, out } => write_split(&split, &out),
         Cmd::Metrics {
             file,
             threshold,
@@ -157,29 +121,34 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn split(
-    ham: &[PathBuf],
-    spam: &[PathBuf],
-    test_percent: u64,
-    fold: u64,
-    out: &std::path::Path,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    for (dirs, label) in [(ham, "ham"), (spam, "spam")] {
-        let (mut train, mut test) = (String::new(), String::new());
+/// Every file of the labelled folders: (path, is spam, is in the test part).
+fn labelled_files(a: &SplitArgs) -> anyhow::Result<Vec<(PathBuf, bool, bool)>> {
+    let mut out = vec![];
+    for (dirs, spam) in [(&a.ham, false), (&a.spam, true)] {
         for d in dirs {
             for f in message_files(d).with_context(|| format!("reading {}", d.display()))? {
-                let list = if is_test(&f, test_percent, fold) {
-                    &mut test
-                } else {
-                    &mut train
-                };
-                list.push_str(&f.display().to_string());
-                list.push('\n');
+                let test = is_test(&f, a.test_percent, a.fold);
+                out.push((f, spam, test));
             }
         }
-        std::fs::write(out.join(format!("train-{label}.txt")), train)?;
-        std::fs::write(out.join(format!("test-{label}.txt")), test)?;
+    }
+    Ok(out)
+}
+
+fn write_split(a: &SplitArgs, out: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let files = labelled_files(a)?;
+    for part in ["train", "test"] {
+        for label in ["ham", "spam"] {
+            let list: String = files
+                .iter()
+                .filter(|(_, spam, test)| {
+                    (*spam == (label == "spam")) && (*test == (part == "test"))
+                })
+                .map(|(f, _, _)| format!("{}\n", f.display()))
+                .collect();
+            std::fs::write(out.join(format!("{part}-{label}.txt")), list)?;
+        }
     }
     Ok(())
 }
@@ -215,16 +184,18 @@ fn table_header() {
     );
 }
 
-fn evaluate(
-    ham: &[PathBuf],
-    spam: &[PathBuf],
-    test_percent: u64,
-    fold: u64,
-    show_worst: usize,
-) -> anyhow::Result<()> {
+fn evaluate(a: &SplitArgs, show_worst: usize) -> anyhow::Result<()> {
+    let (test_percent, fold) = (a.test_percent, a.fold);
     let mut items = vec![];
-    load(ham, false, test_percent, fold, &mut items)?;
-    load(spam, true, test_percent, fold, &mut items)?;
+    for (path, spam, test) in labelled_files(a)? {
+        let raw = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        items.push(Item {
+            raw: strip_from_line(&raw).to_vec(),
+            path,
+            spam,
+            test,
+        });
+    }
 
     // Learn the train part, as filtertrain does.
     let mut store = Store::default();

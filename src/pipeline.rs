@@ -55,7 +55,7 @@ impl Pipeline {
         // 3. verdict
         let mut verdict = Verdict::new(&hits, &self.scores, self.levels);
         verdict.message_id = features.message_id.clone();
-        let autolearn = self.autolearn(msg, &verdict, features.tokens.as_ref());
+        let autolearn = self.autolearn(&features, &verdict);
         // 4. tag
         let mut prefix = if verdict.is_tagged() {
             verdict.spam_headers(autolearn)
@@ -69,15 +69,10 @@ impl Pipeline {
 
     /// SpamAssassin-style autolearning on the score without the Bayes hits; returns the
     /// `autolearn=` value for X-Spam-Status.
-    fn autolearn(
-        &self,
-        msg: &[u8],
-        verdict: &Verdict,
-        tokens: Option<&crate::message::tokenize::Tokens>,
-    ) -> &'static str {
-        use crate::model::bayes_store::{Class, message_id};
+    fn autolearn(&self, features: &Features<'_>, verdict: &Verdict) -> &'static str {
+        use crate::model::bayes_store::{Class, message_id_with};
         let (Some((ham_below, spam_above)), Some(live), Some(tokens)) =
-            (self.autolearn, &self.bayes, tokens)
+            (self.autolearn, &self.bayes, &features.tokens)
         else {
             return "disabled";
         };
@@ -95,7 +90,8 @@ impl Pipeline {
         } else {
             return "no";
         };
-        if !live.queue_learn(message_id(msg), tokens.clone(), class) {
+        let id = message_id_with(features.raw, &features.headers);
+        if !live.queue_learn(id, tokens.clone(), class) {
             return "unavailable";
         }
         if class == Class::Spam { "spam" } else { "ham" }

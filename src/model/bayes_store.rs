@@ -570,7 +570,11 @@ impl Store {
 /// the start of its body, so the same message learned twice (even with new Received lines)
 /// is recognised.
 pub fn message_id(raw: &[u8]) -> u128 {
-    let headers = crate::message::HeaderBlock::parse(raw);
+    message_id_with(raw, &crate::message::HeaderBlock::parse(raw))
+}
+
+/// [`message_id`] with the header block already split.
+pub fn message_id_with(raw: &[u8], headers: &crate::message::HeaderBlock) -> u128 {
     let mut key = Vec::with_capacity(2048);
     for name in ["Message-ID", "Date", "From", "Subject"] {
         if let Some(v) = headers.first(raw, name) {

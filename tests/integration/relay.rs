@@ -158,36 +158,50 @@ async fn next_hop_down_gives_451_and_delivers_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn next_hop_tempfail_at_data_is_mirrored_as_451() {
-    let sink = Sink::start(Behaviour {
-        data_reply: Some("452 4.3.1 Insufficient system storage".into()),
-        ..Behaviour::default()
-    })
-    .await;
-    let f = Filterd::start(sink.addr, "");
-    let (mut c, _) = Client::connect(f.addr()).await;
-    let r = c
-        .send_message("a@example.org", &["b@example.net"], &ham())
+async fn next_hop_replies_to_the_data_are_mirrored() {
+    // (next hop's reply, filterd's reply starts with, log line)
+    let cases = [
+        (
+            "452 4.3.1 Insufficient system storage",
+            "451 4.3.1 from MTA(smtp:",
+            "Deferred CLEAN {TempFailedInbound}",
+        ),
+        (
+            "421 4.4.2 closing",
+            "451 4.4.2 from MTA(smtp:",
+            "Deferred CLEAN {TempFailedInbound}",
+        ),
+        (
+            "554 5.7.1 Rejected by policy",
+            "554 5.7.1 from MTA(smtp:",
+            "Blocked CLEAN {RejectedInbound}",
+        ),
+        (
+            "552 Too big",
+            "552 5.0.0 from MTA(smtp:",
+            "Blocked CLEAN {RejectedInbound}",
+        ),
+    ];
+    for (downstream, want, log) in cases {
+        let sink = Sink::start(Behaviour {
+            data_reply: Some(downstream.into()),
+            ..Behaviour::default()
+        })
         .await;
-    assert!(r.starts_with("451 4.3.1 from MTA(smtp:"), "{r}");
-    assert!(r.contains("Insufficient system storage"), "{r}");
-    assert!(f.wait_log("Deferred CLEAN {TempFailedInbound}", Duration::from_secs(5)));
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn next_hop_reject_at_data_is_mirrored() {
-    let sink = Sink::start(Behaviour {
-        data_reply: Some("554 5.7.1 Rejected by policy".into()),
-        ..Behaviour::default()
-    })
-    .await;
-    let f = Filterd::start(sink.addr, "");
-    let (mut c, _) = Client::connect(f.addr()).await;
-    let r = c
-        .send_message("a@example.org", &["b@example.net"], &ham())
-        .await;
-    assert!(r.starts_with("554 5.7.1 from MTA(smtp:"), "{r}");
-    assert!(sink.received().is_empty());
+        let f = Filterd::start(sink.addr, "");
+        let (mut c, _) = Client::connect(f.addr()).await;
+        let r = c
+            .send_message("a@example.org", &["b@example.net"], &ham())
+            .await;
+        assert!(r.starts_with(want), "{downstream}: {r}");
+        assert!(r.contains(&downstream[4..]), "{downstream}: {r}");
+        assert!(sink.received().is_empty());
+        assert!(
+            f.wait_log(log, Duration::from_secs(5)),
+            "{downstream}: {}",
+            f.log_text()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

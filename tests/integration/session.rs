@@ -14,6 +14,44 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
 use tokio::sync::watch;
 
+/// A session over an in-memory stream: the client's end, the session task, its stop switch.
+fn spawn_session<F: MessageFilter>(
+    next_hop: SocketAddr,
+    tweak: impl FnOnce(&mut SessionConfig),
+    filter: F,
+) -> (
+    DuplexStream,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+    watch::Sender<bool>,
+) {
+    let mut cfg = config(next_hop);
+    let mut session = (*cfg.session).clone();
+    tweak(&mut session);
+    cfg.session = Arc::new(session);
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let (stop, stop_rx) = watch::channel(false);
+    let s = Session::new(
+        server,
+        "127.0.0.1:40000".parse().unwrap(),
+        cfg.session.clone(),
+        Arc::new(RelayPool::new(
+            cfg.next_hop.clone(),
+            4,
+            Duration::from_secs(10),
+        )),
+        Arc::new(filter),
+        stop_rx,
+    );
+    (client, tokio::spawn(s.run()), stop)
+}
+
+fn config(next_hop: SocketAddr) -> Config {
+    Config::parse(&format!(
+        "[next_hop]\naddress = \"{next_hop}\"\n[bayes]\nenabled = false\n"
+    ))
+    .unwrap()
+}
+
 struct Duplex {
     io: BufReader<DuplexStream>,
     _stop: watch::Sender<bool>,
@@ -21,11 +59,7 @@ struct Duplex {
 
 impl Duplex {
     fn start(next_hop: SocketAddr, tweak: impl FnOnce(&mut SessionConfig)) -> Duplex {
-        let cfg = Config::parse(&format!(
-            "[next_hop]\naddress = \"{next_hop}\"\n[bayes]\nenabled = false\n"
-        ))
-        .unwrap();
-        let pipeline = Pipeline::new(&cfg);
+        let pipeline = Pipeline::new(&config(next_hop));
         Self::start_with(next_hop, tweak, pipeline)
     }
 
@@ -34,28 +68,7 @@ impl Duplex {
         tweak: impl FnOnce(&mut SessionConfig),
         filter: F,
     ) -> Duplex {
-        let mut cfg = Config::parse(&format!(
-            "[next_hop]\naddress = \"{next_hop}\"\n[bayes]\nenabled = false\n"
-        ))
-        .unwrap();
-        let mut session = (*cfg.session).clone();
-        tweak(&mut session);
-        cfg.session = Arc::new(session);
-        let (client, server) = tokio::io::duplex(1 << 16);
-        let (stop, stop_rx) = watch::channel(false);
-        let s = Session::new(
-            server,
-            "127.0.0.1:40000".parse().unwrap(),
-            cfg.session.clone(),
-            Arc::new(RelayPool::new(
-                cfg.next_hop.clone(),
-                4,
-                Duration::from_secs(10),
-            )),
-            Arc::new(filter),
-            stop_rx,
-        );
-        tokio::spawn(s.run());
+        let (client, _task, stop) = spawn_session(next_hop, tweak, filter);
         Duplex {
             io: BufReader::new(client),
             _stop: stop,
@@ -255,26 +268,8 @@ async fn random_command_streams_never_panic_the_session() {
     let mut x: u64 = 0x9E3779B97F4A7C15;
     let mut total_replies = 0;
     for _ in 0..60 {
-        let cfg = Config::parse(&format!(
-            "[next_hop]\naddress = \"{}\"\n[bayes]\nenabled = false\n",
-            sink.addr
-        ))
-        .unwrap();
-        let (client, server) = tokio::io::duplex(1 << 16);
-        let (_stop, stop_rx) = watch::channel(false);
-        let session = Session::new(
-            server,
-            "127.0.0.1:40000".parse().unwrap(),
-            cfg.session.clone(),
-            Arc::new(RelayPool::new(
-                cfg.next_hop.clone(),
-                4,
-                Duration::from_secs(10),
-            )),
-            Arc::new(Pipeline::new(&cfg)),
-            stop_rx,
-        );
-        let task = tokio::spawn(session.run());
+        let (client, task, _stop) =
+            spawn_session(sink.addr, |_| {}, Pipeline::new(&config(sink.addr)));
         let (mut r, mut w) = tokio::io::split(client);
         let mut input = Vec::new();
         for _ in 0..200 {
