@@ -91,6 +91,9 @@ impl RelayPool {
 
     /// Return an idle connection (between transactions) for reuse, or close it.
     pub async fn checkin(&self, conn: RelayConn) {
+        if !conn.is_usable() {
+            return;
+        }
         let rejected = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             if idle.len() < self.max_idle && !self.max_idle_age.is_zero() {
@@ -173,6 +176,7 @@ pub struct RelayConn {
     hop: std::sync::Arc<NextHop>,
     line: Vec<u8>,
     out: Vec<u8>,
+    usable: bool,
 }
 
 impl RelayConn {
@@ -189,6 +193,7 @@ impl RelayConn {
             hop,
             line: Vec::with_capacity(512),
             out: Vec::with_capacity(16 * 1024),
+            usable: true,
         };
         let greeting = conn.read_reply("greeting").await?;
         if greeting.code != 220 {
@@ -329,6 +334,10 @@ impl RelayConn {
         self.send("DATA\r\n").await?;
         let go = self.read_reply("DATA reply").await?;
         if go.code != 354 {
+            // The next hop still holds the envelope: clear it before the connection is reused.
+            if self.rset().await.is_err() {
+                self.usable = false;
+            }
             return Ok(go);
         }
         let mut out = std::mem::take(&mut self.out);
@@ -344,6 +353,11 @@ impl RelayConn {
         let timeout = self.hop.data_done_timeout;
         self.read_reply_within("reply to end of DATA", timeout)
             .await
+    }
+
+    /// False once the connection is in an unknown state and must not be reused.
+    pub fn is_usable(&self) -> bool {
+        self.usable
     }
 
     /// Abort the current transaction.

@@ -593,6 +593,9 @@ where
             Some(relay) => relay.data(&parts).await,
             None => Err(RelayError::Protocol("connection lost".into())),
         };
+        if self.relay.as_ref().is_some_and(|r| !r.is_usable()) {
+            self.relay = None;
+        }
         let (reply, outcome) = match result {
             Ok(r) if r.is_positive() => {
                 let queued_as = queued_as(&r);

@@ -205,6 +205,27 @@ async fn next_hop_replies_to_the_data_are_mirrored() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_refused_data_command_is_mirrored_and_the_connection_stays_clean() {
+    let sink = Sink::start(Behaviour {
+        data_command_reply: Some("554 5.5.1 Error: no valid recipients".into()),
+        ..Behaviour::default()
+    })
+    .await;
+    let f = Filterd::start(sink.addr, "");
+    let (mut c, _) = Client::connect(f.addr()).await;
+    for _ in 0..2 {
+        // The second transaction reuses the next-hop connection: it must not find the
+        // first envelope still open there (which would give 503 nested MAIL).
+        let r = c
+            .send_message("a@example.org", &["b@example.net"], &ham())
+            .await;
+        assert!(r.starts_with("554 5.5.1 from MTA(smtp:"), "{r}");
+    }
+    let cmds = sink.commands.lock().unwrap().join("\n");
+    assert_eq!(cmds.matches("RSET").count(), 2, "{cmds}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn refused_recipients_are_mirrored_one_by_one() {
     let sink = Sink::start(Behaviour {
         refuse_rcpt: Some("nobody@".into()),

@@ -21,6 +21,8 @@ pub struct Behaviour {
     pub refuse_rcpt: Option<String>,
     /// Do not record messages (load bench).
     pub discard: bool,
+    /// Reply to the DATA command itself instead of 354 (e.g. "554 5.5.1 no").
+    pub data_command_reply: Option<String>,
 }
 
 /// One message as the sink received it.
@@ -121,8 +123,12 @@ async fn serve(
             cur.xforward.push(text.clone());
             b"250 2.0.0 Ok\r\n"
         } else if upper.starts_with("MAIL") {
-            cur.mail = text.clone();
-            b"250 2.1.0 Ok\r\n"
+            if !cur.mail.is_empty() {
+                b"503 5.5.1 Error: nested MAIL command\r\n"
+            } else {
+                cur.mail = text.clone();
+                b"250 2.1.0 Ok\r\n"
+            }
         } else if upper.starts_with("RCPT") {
             if b.refuse_rcpt
                 .as_ref()
@@ -133,6 +139,10 @@ async fn serve(
                 cur.rcpts.push(text.clone());
                 b"250 2.1.5 Ok\r\n"
             }
+        } else if upper == "DATA" && b.data_command_reply.is_some() {
+            let r = b.data_command_reply.clone().unwrap_or_default();
+            w.write_all(format!("{r}\r\n").as_bytes()).await?;
+            continue;
         } else if upper == "DATA" {
             w.write_all(b"354 go ahead\r\n").await?;
             let mut data = Vec::new();
