@@ -34,7 +34,7 @@ enum Cmd {
     Evaluate {
         #[command(flatten)]
         split: SplitArgs,
-        /// Also list the N spammiest ham and hammiest spam (by Bayes) of the test part.
+        /// Also list the N spammiest ham and hammiest spam (by Bayes probability) of the test part.
         #[arg(long, default_value_t = 0)]
         show_worst: usize,
     },
@@ -224,7 +224,6 @@ fn evaluate(a: &SplitArgs, show_worst: usize) -> anyhow::Result<()> {
     let env = envelope();
     let (mut bayes, mut headers, mut combined) =
         (Scored::default(), Scored::default(), Scored::default());
-    let mut bayes_prob = Scored::default();
     let mut worst = vec![];
     for it in items.iter().filter(|i| i.test) {
         let b = live
@@ -242,27 +241,18 @@ fn evaluate(a: &SplitArgs, show_worst: usize) -> anyhow::Result<()> {
                 s.ham.push(v)
             }
         };
-        push(&mut bayes, b.rank);
-        push(&mut bayes_prob, b.prob);
+        push(&mut bayes, b.prob);
         push(&mut headers, h);
         push(&mut combined, c);
         worst.push((
-            b.rank,
+            b.prob,
             it.spam,
             format!("{} p={:.4} score={c}", it.path.display(), b.prob),
         ));
     }
     println!();
     table_header();
-    // Bayes ranks by its finer log-evidence; its FP/FN use the probability at BAYES_99.
-    let (fp, fneg) = bayes_prob.fp_fn_pct(0.99);
-    println!(
-        "| {:<28} | {fp:>6.2} | {fneg:>6.2} | {:<14} | {:>8.3} | {:>13.1} |",
-        "Bayes alone",
-        "p >= 0.99",
-        bayes.one_minus_roca_pct(),
-        bayes.recall_at_fp_pct(0.1)
-    );
+    row("Bayes alone", &bayes, 0.99, "p >= 0.99");
     row(
         "header checks alone",
         &headers,

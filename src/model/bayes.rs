@@ -10,8 +10,9 @@
 use crate::message::tokenize::Tokens;
 use crate::model::bayes_store::{Store, TokenCounts};
 
-/// Tuning of the classifier. The defaults were chosen on tuning folds 1-3 of the corpus
-/// split (`corpus-tools evaluate --fold N`), never on the reported fold 0.
+/// Tuning of the classifier. The defaults (SpamAssassin's minimum strength 0.346, a light
+/// prior s = 0.1) were chosen on tuning folds 1-3 of the corpus split
+/// (`corpus-tools evaluate --fold N`), never on the reported fold 0.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BayesParams {
     /// Robinson's strength of the prior (s).
@@ -33,10 +34,10 @@ pub struct BayesParams {
 impl Default for BayesParams {
     fn default() -> Self {
         BayesParams {
-            strength: 0.5,
+            strength: 0.1,
             neutral: 0.5,
             alpha: 0.0,
-            min_strength: 0.25,
+            min_strength: 0.346,
             max_tokens: 150,
             min_spam: 200,
             min_ham: 200,
@@ -49,9 +50,6 @@ impl Default for BayesParams {
 pub struct BayesScore {
     /// Spam probability in [0, 1].
     pub prob: f64,
-    /// A finer ranking score for evaluation: ln S_ham-evidence - ln S_spam-evidence, which
-    /// keeps ordering where `prob` saturates at 0 or 1.
-    pub rank: f64,
     /// Tokens that took part.
     pub used: usize,
 }
@@ -103,28 +101,23 @@ pub fn classify_unchecked(store: &Store, tokens: &Tokens, p: &BayesParams) -> Ba
         probs.truncate(p.max_tokens);
     }
     if probs.is_empty() {
-        return BayesScore {
-            prob: 0.5,
-            rank: 0.0,
-            used: 0,
-        };
+        return BayesScore { prob: 0.5, used: 0 };
     }
     let n = probs.len();
     let ln_spam: f64 = probs.iter().map(|f| f.ln()).sum();
     let ln_ham: f64 = probs.iter().map(|f| (1.0 - f).ln()).sum();
     // H: how unlikely the spam-ward evidence is under randomness; S likewise for ham-ward.
-    let (h, ln_h) = chi2q(-2.0 * ln_spam, 2 * n);
-    let (s, ln_s) = chi2q(-2.0 * ln_ham, 2 * n);
+    let h = chi2q(-2.0 * ln_spam, 2 * n);
+    let s = chi2q(-2.0 * ln_ham, 2 * n);
     BayesScore {
         prob: ((1.0 + h - s) / 2.0).clamp(0.0, 1.0),
-        rank: ln_h - ln_s,
         used: n,
     }
 }
 
-/// The chi-square survival function for an even number of degrees of freedom, and its
-/// natural logarithm (kept finite where the value underflows).
-fn chi2q(x2: f64, v: usize) -> (f64, f64) {
+/// The chi-square survival function for an even number of degrees of freedom, summed in log
+/// space so large arguments neither overflow nor lose the small terms.
+fn chi2q(x2: f64, v: usize) -> f64 {
     let m = x2 / 2.0;
     // sum_{i < v/2} m^i / i!  times e^-m, in log space.
     let mut ln_term = 0.0f64;
@@ -133,8 +126,7 @@ fn chi2q(x2: f64, v: usize) -> (f64, f64) {
         ln_term += m.ln() - (i as f64).ln();
         ln_sum = log_add(ln_sum, ln_term);
     }
-    let ln_q = (ln_sum - m).min(0.0);
-    (ln_q.exp(), ln_q)
+    (ln_sum - m).min(0.0).exp()
 }
 
 fn log_add(a: f64, b: f64) -> f64 {
@@ -225,13 +217,12 @@ mod tests {
     #[test]
     fn chi2q_matches_known_values() {
         // Q(x2 = 2, v = 2) = e^-1.
-        assert!((chi2q(2.0, 2).0 - (-1.0f64).exp()).abs() < 1e-12);
+        assert!((chi2q(2.0, 2) - (-1.0f64).exp()).abs() < 1e-12);
         // Q(x2 = 4, v = 4) = e^-2 (1 + 2).
-        assert!((chi2q(4.0, 4).0 - 3.0 * (-2.0f64).exp()).abs() < 1e-12);
-        // Far tail: no underflow in the log.
-        let (q, ln_q) = chi2q(4000.0, 10);
-        assert_eq!(q, 0.0);
-        assert!(ln_q < -1900.0 && ln_q.is_finite());
+        assert!((chi2q(4.0, 4) - 3.0 * (-2.0f64).exp()).abs() < 1e-12);
+        // Far tail and many degrees of freedom: finite, in [0, 1].
+        assert_eq!(chi2q(4000.0, 10), 0.0);
+        assert!((chi2q(300.0, 300) - 0.5).abs() < 0.05);
     }
 
     #[test]
@@ -254,7 +245,6 @@ mod tests {
         let sp = classify(&s, &Tokens(vec![1, 2, 3, 100, 999]), &p).unwrap();
         let hm = classify(&s, &Tokens(vec![4, 5, 6, 100]), &p).unwrap();
         assert!(sp.prob > 0.99 && hm.prob < 0.01, "{sp:?} {hm:?}");
-        assert!(sp.rank > hm.rank);
         let unknown = classify(&s, &Tokens(vec![999]), &p).unwrap();
         assert_eq!((unknown.prob, unknown.used), (0.5, 0));
         assert_eq!(hits_for(0.9995), &["BAYES_99", "BAYES_999"]);

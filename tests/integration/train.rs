@@ -451,7 +451,7 @@ fn corpus_evaluation_keeps_the_recorded_accuracy() {
     let (roca, recall) = (cols[cols.len() - 2], cols[cols.len() - 1]);
     assert!(roca <= 0.06, "1-ROCA {roca}% above 0.06%:\n{out}");
     assert!(
-        recall >= 93.0,
-        "recall {recall}% below the recorded 93.8%:\n{out}"
+        recall >= 95.0,
+        "recall {recall}% below the goal of 95% (recorded: 95.8%):\n{out}"
     );
 }
