@@ -136,7 +136,14 @@ fn bayes(c: &mut Criterion) {
             store.learn(message_id(raw), &Tokens::of_raw(raw), class, 0);
         }
     }
-    let msg = message();
+    // A real message the store has not seen (easy_ham_2 is not learned above), about 5 KB.
+    let msg = message_files(&root.join("easy_ham_2"))
+        .expect("corpus folder")
+        .into_iter()
+        .filter_map(|f| std::fs::read(f).ok())
+        .find(|m| (4000..8000).contains(&m.len()))
+        .expect("a 4-8 KB message");
+    let msg = strip_from_line(&msg).to_vec();
     let tokens = Tokens::of_raw(&msg);
     let p = BayesParams::default();
     let mut g = c.benchmark_group("bayes");
