@@ -162,12 +162,13 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 async fn spawn_filterd(
     dir: &std::path::Path,
     next_hop: SocketAddr,
+    model: bool,
 ) -> (std::process::Child, SocketAddr) {
     let port = free_port();
     let cfg = dir.join(format!("filterd-{port}.toml"));
     std::fs::write(
         &cfg,
-        format!("[server]\nlisten = [\"127.0.0.1:{port}\"]\nmax_connections = 256\n[next_hop]\naddress = \"{next_hop}\"\n[log]\nlevel = \"warn\"\n[bayes]\nenabled = false\n"),
+        format!("[server]\nlisten = [\"127.0.0.1:{port}\"]\nmax_connections = 256\n[next_hop]\naddress = \"{next_hop}\"\n[log]\nlevel = \"warn\"\n[bayes]\nenabled = false\n[model]\nenabled = {model}\n"),
     )
     .expect("config");
     let child = Command::new(env!("CARGO_BIN_EXE_filterd"))
@@ -222,7 +223,7 @@ async fn postfix_tools(
         .spawn()
         .ok()?;
     wait_listening(sink_addr).await;
-    let (mut filterd, faddr) = spawn_filterd(dir, sink_addr).await;
+    let (mut filterd, faddr) = spawn_filterd(dir, sink_addr, true).await;
     let run = |target: SocketAddr, reuse: bool| {
         let mut cmd = Command::new(source);
         if reuse {
@@ -287,10 +288,15 @@ fn main() {
         let dir = tempfile::tempdir().expect("tempdir");
         let sink = Sink::start(Behaviour { discard: true, ..Behaviour::default() }).await;
         let msg = std::sync::Arc::new(message(size));
-        let (mut child, filterd) = spawn_filterd(dir.path(), sink.addr).await;
         let base = run_phase(sink.addr, sessions, secs, &msg).await;
+        let (mut child, filterd) = spawn_filterd(dir.path(), sink.addr, false).await;
         let through = run_phase(filterd, sessions, secs, &msg).await;
         let rss = peak_rss_kib(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        let (mut child, filterd) = spawn_filterd(dir.path(), sink.addr, true).await;
+        let with_model = run_phase(filterd, sessions, secs, &msg).await;
+        let rss_model = peak_rss_kib(child.id());
         let _ = child.kill();
         let _ = child.wait();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -298,17 +304,19 @@ fn main() {
         println!("load: {sessions} sessions, {} byte messages, {secs} s per phase (Rust generator, pipelined like Postfix)", msg.len() - 3);
         println!("{:<28} {:>10} {:>9} {:>9} {:>8}", "path", "msg/s", "p50 ms", "p99 ms", "msgs");
         println!("{:<28} {:>10.0} {:>9.3} {:>9.3} {:>8}", "generator -> sink", base.rate, ms(base.p50), ms(base.p99), base.n);
-        println!("{:<28} {:>10.0} {:>9.3} {:>9.3} {:>8}", "generator -> filterd -> sink", through.rate, ms(through.p50), ms(through.p99), through.n);
-        println!(
-            "filterd keeps {:.0}% of the baseline rate; adds p50 {:.3} ms, p99 {:.3} ms; peak RSS {}",
-            100.0 * through.rate / base.rate,
-            ms(through.p50) - ms(base.p50),
-            ms(through.p99) - ms(base.p99),
-            mb(rss)
-        );
+        for (label, ph, rss) in [("filterd, header checks", &through, rss), ("filterd, headers + model", &with_model, rss_model)] {
+            println!("{label:<28} {:>10.0} {:>9.3} {:>9.3} {:>8}", ph.rate, ms(ph.p50), ms(ph.p99), ph.n);
+            println!(
+                "  keeps {:.0}% of the baseline rate; adds p50 {:.3} ms, p99 {:.3} ms; peak RSS {}",
+                100.0 * ph.rate / base.rate,
+                ms(ph.p50) - ms(base.p50),
+                ms(ph.p99) - ms(base.p99),
+                mb(rss)
+            );
+        }
         if let Some(rows) = postfix_tools(dir.path(), sessions, size, count).await {
             println!();
-            println!("Postfix tools: {sessions} sessions, {size} byte payloads, {count} messages per run");
+            println!("Postfix tools: {sessions} sessions, {size} byte payloads, {count} messages per run, filterd with the model");
             println!("{:<26} {:>14} {:>16} {:>7}", "load", "sink msg/s", "filterd msg/s", "kept");
             for (label, base, through, _) in &rows {
                 println!("{label:<26} {base:>14.0} {through:>16.0} {:>6.0}%", 100.0 * through / base);

@@ -157,5 +157,25 @@ fn bayes(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec, scan, bayes);
+/// Featurising and running the shipped ONNX model for one message.
+fn model(c: &mut Criterion) {
+    use filterd::message::tokenize::Tokens;
+    use filterd::model::onnx::{OnnxModel, featurise};
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/spam-lr");
+    let model = OnnxModel::load(&dir).expect("shipped model");
+    let msg = message();
+    let tokens = Tokens::of_raw(&msg);
+    let input = featurise(&msg, &tokens);
+    let mut g = c.benchmark_group("model");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("featurise_5k", |b| {
+        b.iter(|| black_box(featurise(black_box(&msg), &tokens).ids.len()))
+    });
+    g.bench_function("inference", |b| {
+        b.iter(|| black_box(model.predict(black_box(&input)).expect("inference")))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, codec, scan, bayes, model);
 criterion_main!(benches);

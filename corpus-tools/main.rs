@@ -6,6 +6,8 @@
 //! per message), and prints FP% and FN% at the configured thresholds, 1-ROCA% and spam recall
 //! at <= 0.1% FP, for Bayes alone, the header checks alone, and filterd's combined score.
 
+mod train;
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use filterd::config::Config;
@@ -37,6 +39,16 @@ enum Cmd {
         /// Also list the N spammiest ham and hammiest spam (by Bayes probability) of the test part.
         #[arg(long, default_value_t = 0)]
         show_worst: usize,
+        /// Evaluate this ONNX model folder instead of training one on the split's train part
+        /// (for fold 0 the trained one is the shipped models/spam-lr, bit for bit).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Leave the model out.
+        #[arg(long)]
+        no_model: bool,
+        /// A filterd config whose [scores] and [levels] are used (default: the built-in ones).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Write the same split as `evaluate` to file lists (train-ham.txt, train-spam.txt,
     /// test-ham.txt, test-spam.txt), so other filters can be trained and tested the same way.
@@ -46,6 +58,27 @@ enum Cmd {
         /// Where to write the lists.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Train the shipped ONNX model on the train part of the split and write `model.onnx`,
+    /// `manifest.toml` and `golden.toml` (expected outputs for the messages in `golden/`).
+    TrainModel {
+        #[command(flatten)]
+        split: SplitArgs,
+        /// The model folder (`models/spam-lr`).
+        #[arg(long)]
+        out: PathBuf,
+        /// Passes over the training data.
+        #[arg(long, default_value_t = train::Settings::default().epochs)]
+        epochs: usize,
+        /// AdaGrad learning rate.
+        #[arg(long, default_value_t = train::Settings::default().rate)]
+        rate: f32,
+        /// L2 penalty.
+        #[arg(long, default_value_t = train::Settings::default().l2)]
+        l2: f32,
+        /// Train and report, but write nothing (for tuning on other folds).
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Figures for scores produced elsewhere: lines of `ham <score>` or `spam <score>`
     /// (higher = spammier).
@@ -111,8 +144,37 @@ fn row(name: &str, s: &Scored, threshold: f64, at: &str) {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.cmd {
-        Cmd::Evaluate { split, show_worst } => evaluate(&split, show_worst),
+        Cmd::Evaluate {
+            split,
+            show_worst,
+            model,
+            no_model,
+            config,
+        } => {
+            let model = match (no_model, model) {
+                (true, _) => ModelChoice::None,
+                (false, Some(dir)) => ModelChoice::Load(dir),
+                (false, None) => ModelChoice::Train,
+            };
+            evaluate(&split, show_worst, model, config.as_deref())
+        }
         Cmd::Split { split, out } => write_split(&split, &out),
+        Cmd::TrainModel {
+            split,
+            out,
+            epochs,
+            rate,
+            l2,
+            dry_run,
+        } => {
+            let settings = train::Settings {
+                epochs,
+                rate,
+                l2,
+                ..train::Settings::default()
+            };
+            train_model(&split, &out, settings, dry_run)
+        }
         Cmd::Metrics {
             file,
             threshold,
@@ -175,6 +237,131 @@ fn metrics(file: &std::path::Path, threshold: f64, name: &str) -> anyhow::Result
     Ok(())
 }
 
+/// Learn the model from the train examples and describe it (metrics left empty).
+fn fit_model(
+    a: &SplitArgs,
+    train_set: &[(filterd::model::onnx::Featurised, bool)],
+    settings: train::Settings,
+) -> (Vec<u8>, filterd::model::onnx::Manifest) {
+    use filterd::model::onnx::{Manifest, Metrics, Training, sha256_hex, write_onnx};
+    let (w, b) = train::train(train_set, settings);
+    let onnx = write_onnx(&w, b);
+    let manifest = Manifest {
+        format_version: 1,
+        featuriser_version: filterd::model::onnx::FEATURISER_VERSION,
+        sha256: sha256_hex(&onnx),
+        inputs: Manifest::expected_inputs(),
+        outputs: Manifest::expected_outputs(),
+        dim: filterd::model::onnx::DIM,
+        training: Training {
+            command: "cargo run --release --bin corpus-tools -- train-model --ham ../shared/corpus/spamassassin/easy_ham --ham ../shared/corpus/spamassassin/easy_ham_2 --ham ../shared/corpus/spamassassin/hard_ham --spam ../shared/corpus/spamassassin/spam --spam ../shared/corpus/spamassassin/spam_2 --out models/spam-lr".into(),
+            data: format!(
+                "SpamAssassin public corpus, development part (../shared/corpus): the train part of fold {} ({}% held out): {} ham, {} spam",
+                a.fold,
+                a.test_percent,
+                train_set.iter().filter(|e| !e.1).count(),
+                train_set.iter().filter(|e| e.1).count()
+            ),
+            settings: settings.to_string(),
+        },
+        metrics: Metrics { test_ham: 0, test_spam: 0, one_minus_roca_pct: 0.0, recall_at_0_1_fp_pct: 0.0 },
+    };
+    (onnx, manifest)
+}
+
+/// Load a model through the same validating loader filterd uses, from a temporary folder.
+fn load_via_file(
+    onnx: &[u8],
+    manifest: &filterd::model::onnx::Manifest,
+) -> anyhow::Result<filterd::model::onnx::OnnxModel> {
+    let tmp = tempdir_in_target()?;
+    std::fs::write(tmp.join("model.onnx"), onnx)?;
+    std::fs::write(tmp.join("manifest.toml"), toml::to_string(manifest)?)?;
+    let model = filterd::model::onnx::OnnxModel::load(&tmp).map_err(|e| anyhow::anyhow!("{e}"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    model
+}
+
+fn train_model(
+    a: &SplitArgs,
+    out: &std::path::Path,
+    settings: train::Settings,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    use filterd::model::onnx::{Metrics, OnnxModel, featurise};
+    let mut train_set = vec![];
+    let mut test_set = vec![];
+    for (path, spam, test) in labelled_files(a)? {
+        let raw = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let raw = strip_from_line(&raw);
+        let f = featurise(raw, &Tokens::of_raw(raw));
+        if test {
+            test_set.push((f, spam))
+        } else {
+            train_set.push((f, spam))
+        }
+    }
+    let (onnx, mut manifest) = fit_model(a, &train_set, settings);
+    // Score the test part through the exported ONNX file, as filterd will.
+    let model = load_via_file(&onnx, &manifest)?;
+    let mut scored = Scored::default();
+    for (f, spam) in &test_set {
+        let p = f64::from(model.predict(f).map_err(|e| anyhow::anyhow!("{e}"))?);
+        if *spam {
+            scored.spam.push(p)
+        } else {
+            scored.ham.push(p)
+        }
+    }
+    manifest.metrics = Metrics {
+        test_ham: scored.ham.len(),
+        test_spam: scored.spam.len(),
+        one_minus_roca_pct: (scored.one_minus_roca_pct() * 1000.0).round() / 1000.0,
+        recall_at_0_1_fp_pct: (scored.recall_at_fp_pct(0.1) * 10.0).round() / 10.0,
+    };
+    println!(
+        "{settings}; train {} messages; test {} ham, {} spam",
+        train_set.len(),
+        scored.ham.len(),
+        scored.spam.len()
+    );
+    table_header();
+    row("model alone (ONNX)", &scored, 0.5, "p >= 0.5");
+    if dry_run {
+        return Ok(());
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(out.join("model.onnx"), &onnx)?;
+    std::fs::write(out.join("manifest.toml"), toml::to_string(&manifest)?)?;
+    // Golden cases: the expected output for each message in golden/, through featuriser + ONNX.
+    let model = OnnxModel::load(out).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut golden = String::from(
+        "# Expected model outputs for the messages in golden/ (written by train-model).\n",
+    );
+    let mut files = message_files(&out.join("golden")).unwrap_or_default();
+    files.sort();
+    for f in files {
+        let raw = std::fs::read(&f)?;
+        let p = model
+            .predict(&featurise(&raw, &Tokens::of_raw(&raw)))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        golden.push_str(&format!("\"{name}\" = {p}\n"));
+    }
+    std::fs::write(out.join("golden.toml"), golden)?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+fn tempdir_in_target() -> anyhow::Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("filterd-train-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
 fn table_header() {
     println!(
         "| scorer                       |   FP%  |   FN%  | threshold      | 1-ROCA%  | recall@0.1%FP |"
@@ -184,7 +371,20 @@ fn table_header() {
     );
 }
 
-fn evaluate(a: &SplitArgs, show_worst: usize) -> anyhow::Result<()> {
+/// Which model `evaluate` scores with.
+enum ModelChoice {
+    None,
+    Load(PathBuf),
+    Train,
+}
+
+fn evaluate(
+    a: &SplitArgs,
+    show_worst: usize,
+    model_choice: ModelChoice,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use filterd::model::onnx::featurise;
     let (test_percent, fold) = (a.test_percent, a.fold);
     let mut items = vec![];
     for (path, spam, test) in labelled_files(a)? {
@@ -212,59 +412,94 @@ fn evaluate(a: &SplitArgs, show_worst: usize) -> anyhow::Result<()> {
         items.iter().filter(|i| i.test && i.spam).count(),
     );
 
-    // Score the test part through the daemon's pipeline, with and without Bayes.
+    // Score the test part through the daemon's pipeline: header checks only, with Bayes,
+    // and with Bayes and the model (the shipped one, or --model).
     let params = BayesParams::default();
     let live = Arc::new(BayesLive::from_store(store, params));
-    let mut with_bayes =
-        Config::parse("[bayes]\nenabled = false\n").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let headers_only = Pipeline::new(&with_bayes);
-    with_bayes.bayes = Some(live.clone());
-    let full = Pipeline::new(&with_bayes);
-    let tag2 = with_bayes.levels.tag2;
+    let base = match config {
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+        }
+        None => String::new(),
+    };
+    let mut cfg = Config::parse(&format!(
+        "{base}\n[bayes]\nenabled = false\n[model]\nenabled = false\n"
+    ))
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    cfg.model = match model_choice {
+        ModelChoice::None => None,
+        ModelChoice::Load(dir) => Some(Arc::new(
+            filterd::model::onnx::OnnxModel::load(&dir).map_err(|e| anyhow::anyhow!("{e}"))?,
+        )),
+        ModelChoice::Train => {
+            let train_set: Vec<_> = items
+                .iter()
+                .filter(|i| !i.test)
+                .map(|i| (featurise(&i.raw, &Tokens::of_raw(&i.raw)), i.spam))
+                .collect();
+            let (onnx, manifest) = fit_model(a, &train_set, train::Settings::default());
+            println!(
+                "model: trained on this split's train part, sha256 {}",
+                manifest.sha256
+            );
+            Some(Arc::new(load_via_file(&onnx, &manifest)?))
+        }
+    };
+    let model = cfg.model.take();
+    let headers_only = Pipeline::new(&cfg);
+    cfg.bayes = Some(live.clone());
+    let with_bayes = Pipeline::new(&cfg);
+    cfg.model = model.clone();
+    let full = Pipeline::new(&cfg);
+    let tag2 = cfg.levels.tag2;
     let env = envelope();
-    let (mut bayes, mut headers, mut combined) =
-        (Scored::default(), Scored::default(), Scored::default());
+    let mut scores: [Scored; 5] = Default::default();
     let mut worst = vec![];
     for it in items.iter().filter(|i| i.test) {
+        let tokens = Tokens::of_raw(&it.raw);
         let b = live
-            .classify(&Tokens::of_raw(&it.raw))
+            .classify(&tokens)
             .ok_or_else(|| anyhow::anyhow!("too little learned for Bayes to vote"))?;
-        let h = headers_only
-            .scan_at(&env, &it.raw, "corpustools1", 0)
-            .1
-            .score;
-        let c = full.scan_at(&env, &it.raw, "corpustools1", 0).1.score;
-        let push = |s: &mut Scored, v: f64| {
+        let m = match &model {
+            Some(m) => f64::from(
+                m.predict(&featurise(&it.raw, &tokens))
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            ),
+            None => 0.0,
+        };
+        let score = |p: &Pipeline| p.scan_at(&env, &it.raw, "corpustools1", 0).1.score;
+        let c = score(&full);
+        for (s, v) in
+            scores
+                .iter_mut()
+                .zip([b.prob, score(&headers_only), score(&with_bayes), m, c])
+        {
             if it.spam {
                 s.spam.push(v)
             } else {
                 s.ham.push(v)
             }
-        };
-        push(&mut bayes, b.prob);
-        push(&mut headers, h);
-        push(&mut combined, c);
+        }
         worst.push((
             b.prob,
             it.spam,
-            format!("{} p={:.4} score={c}", it.path.display(), b.prob),
+            format!(
+                "{} p={:.4} model={m:.4} score={c}",
+                it.path.display(),
+                b.prob
+            ),
         ));
     }
     println!();
     table_header();
-    row("Bayes alone", &bayes, 0.99, "p >= 0.99");
-    row(
-        "header checks alone",
-        &headers,
-        tag2,
-        &format!("score >= {tag2}"),
-    );
-    row(
-        "filterd (headers + Bayes)",
-        &combined,
-        tag2,
-        &format!("score >= {tag2}"),
-    );
+    let at_tag2 = format!("score >= {tag2}");
+    row("Bayes alone", &scores[0], 0.99, "p >= 0.99");
+    row("header checks alone", &scores[1], tag2, &at_tag2);
+    row("filterd (headers + Bayes)", &scores[2], tag2, &at_tag2);
+    if model.is_some() {
+        row("model alone", &scores[3], 0.5, "p >= 0.5");
+        row("filterd (headers+Bayes+model)", &scores[4], tag2, &at_tag2);
+    }
     if show_worst > 0 {
         worst.sort_by(|a, b| a.0.total_cmp(&b.0));
         println!();

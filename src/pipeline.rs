@@ -24,13 +24,15 @@ pub struct Pipeline {
     levels: Levels,
     hostname: String,
     autolearn: Option<(f64, f64)>,
+    model: bool,
 }
 
 impl Pipeline {
     /// Build the pipeline from a validated configuration.
     pub fn new(cfg: &Config) -> Self {
         Pipeline {
-            registry: Registry::new(cfg.bayes.clone()),
+            registry: Registry::new(cfg.bayes.clone(), cfg.model.clone()),
+            model: cfg.model.is_some(),
             bayes: cfg.bayes.clone(),
             scores: cfg.scores.clone(),
             levels: cfg.levels,
@@ -48,8 +50,12 @@ impl Pipeline {
         now: i64,
     ) -> (Rewrite, Verdict) {
         // 1. features (Bayes tokens only when Bayes can vote or may learn)
-        let features =
-            Features::extract_with(msg, now, self.autolearn.is_some() || self.bayes_ready());
+        let features = Features::extract_with(
+            msg,
+            now,
+            self.autolearn.is_some() || self.bayes_ready(),
+            self.model,
+        );
         // 2. checks
         let hits = self.registry.run(&features);
         // 3. verdict
@@ -155,7 +161,7 @@ impl MessageFilter for Pipeline {
     /// The header checks cost about 10 us for a typical message (`cargo bench --bench scan`),
     /// far less than a hand-off to the blocking pool; only big messages go there.
     fn scan_inline(&self, size: usize) -> bool {
-        size <= INLINE_SCAN_LIMIT && !self.bayes_ready()
+        size <= INLINE_SCAN_LIMIT && !self.bayes_ready() && !self.model
     }
 
     fn log(&self, record: &MessageRecord<'_, Verdict>) {

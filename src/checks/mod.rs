@@ -9,6 +9,7 @@ mod gtube;
 mod html_only;
 mod message_id;
 mod mime;
+mod onnx;
 mod received;
 mod recipients;
 mod reply_to;
@@ -16,6 +17,7 @@ mod subject;
 
 use crate::message::Features;
 use crate::model::bayes_live::BayesLive;
+use crate::model::onnx::OnnxModel;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -63,13 +65,14 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Self::new(None)
+        Self::new(None, None)
     }
 }
 
 impl Registry {
-    /// All built-in checks; Bayes votes when a store is given and has learned enough.
-    pub fn new(bayes: Option<Arc<BayesLive>>) -> Self {
+    /// All built-in checks; Bayes votes when a store is given and has learned enough, the
+    /// model check when a model is given.
+    pub fn new(bayes: Option<Arc<BayesLive>>, model: Option<Arc<OnnxModel>>) -> Self {
         Registry {
             checks: vec![
                 Box::new(gtube::Gtube),
@@ -83,6 +86,7 @@ impl Registry {
                 Box::new(mime::MimeCheck),
                 Box::new(received::ReceivedCheck::default()),
                 Box::new(bayes::BayesCheck { live: bayes }),
+                Box::new(onnx::OnnxCheck { model }),
             ],
         }
     }
@@ -94,7 +98,7 @@ impl Registry {
 
     /// Every hit name with its default score.
     pub fn default_scores() -> BTreeMap<&'static str, f64> {
-        Registry::new(None)
+        Registry::default()
             .hit_defs()
             .map(|h| (h.name, h.default_score))
             .collect()

@@ -6,6 +6,7 @@ use crate::checks::Registry;
 use crate::model::bayes::BayesParams;
 use crate::model::bayes_live::BayesLive;
 use crate::model::bayes_store::default_state_dir;
+use crate::model::onnx::{OnnxModel, default_model_dir};
 use crate::smtp::codec::Limits;
 use crate::smtp::relay::NextHop;
 use crate::smtp::session::SessionConfig;
@@ -81,6 +82,8 @@ pub struct Config {
     pub bayes_max_tokens: usize,
     /// Autolearn thresholds (ham at or below, spam at or above), when on.
     pub autolearn: Option<(f64, f64)>,
+    /// The ONNX model, validated and optimised, when enabled.
+    pub model: Option<Arc<OnnxModel>>,
 }
 
 impl Config {
@@ -128,8 +131,9 @@ impl Config {
                 "scores" => section!(scores),
                 "log" => section!(log),
                 "bayes" => section!(bayes),
+                "model" => section!(model),
                 _ => problems.push(format!(
-                    "unknown section or key `{key}` (known: server, next_hop, scan, levels, scores, log, bayes)"
+                    "unknown section or key `{key}` (known: server, next_hop, scan, levels, scores, log, bayes, model)"
                 )),
             }
         }
@@ -319,6 +323,29 @@ impl Config {
             None
         };
 
+        let model = if raw.model.enabled {
+            let dir = if raw.model.path.is_empty() {
+                default_model_dir()
+            } else {
+                Some(PathBuf::from(&raw.model.path))
+            };
+            match dir {
+                None => {
+                    p.push("model: the shipped model (models/spam-lr) was not found next to the binary or in /usr/share/filterd/models; set [model] path, or enabled = false".into());
+                    None
+                }
+                Some(dir) => match OnnxModel::load(&dir) {
+                    Ok(m) => Some(Arc::new(m)),
+                    Err(e) => {
+                        p.push(format!("model: {e}"));
+                        None
+                    }
+                },
+            }
+        } else {
+            None
+        };
+
         if !p.is_empty() {
             return Err(ConfigError { problems: p });
         }
@@ -370,6 +397,7 @@ impl Config {
             autolearn: b
                 .autolearn
                 .then_some((b.autolearn_ham_below, b.autolearn_spam_above)),
+            model,
         })
     }
 }

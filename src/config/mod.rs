@@ -27,6 +27,28 @@ pub struct RawConfig {
     pub log: RawLog,
     /// `[bayes]`
     pub bayes: RawBayes,
+    /// `[model]`
+    pub model: RawModel,
+}
+
+/// `[model]`: the ONNX model check.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawModel {
+    /// Score messages with the model.
+    pub enabled: bool,
+    /// The model folder (`model.onnx` + `manifest.toml`); empty = the shipped `spam-lr`, found
+    /// next to the binary's repository or in `/usr/share/filterd/models`.
+    pub path: String,
+}
+
+impl Default for RawModel {
+    fn default() -> Self {
+        RawModel {
+            enabled: true,
+            path: String::new(),
+        }
+    }
 }
 
 /// `[server]`: where and how filterd listens.

@@ -82,16 +82,27 @@ pub struct Features<'m> {
     pub now: i64,
     /// Bayes tokens, when asked for (tokenizing costs more than all header checks).
     pub tokens: Option<crate::message::tokenize::Tokens>,
+    /// The ONNX model's input, when asked for.
+    pub model_input: Option<crate::model::onnx::Featurised>,
 }
 
 impl<'m> Features<'m> {
     /// Extract the features of `raw` at time `now`.
     pub fn extract(raw: &'m [u8], now: i64) -> Self {
-        Self::extract_with(raw, now, false)
+        Self::extract_with(raw, now, false, false)
     }
 
-    /// Extract the features, and the Bayes tokens when `tokens` is set.
-    pub fn extract_with(raw: &'m [u8], now: i64, tokens: bool) -> Self {
+    /// Extract the features, the Bayes tokens when `tokens` is set, and the ONNX model's
+    /// input (which needs the tokens) when `model` is set.
+    pub fn extract_with(raw: &'m [u8], now: i64, tokens: bool, model: bool) -> Self {
+        let mut f = Self::extract_inner(raw, now, tokens || model);
+        if let (true, Some(t)) = (model, &f.tokens) {
+            f.model_input = Some(crate::model::onnx::featurise(raw, t));
+        }
+        f
+    }
+
+    fn extract_inner(raw: &'m [u8], now: i64, tokens: bool) -> Self {
         use crate::message::tokenize::Tokens;
         let headers = HeaderBlock::parse(raw);
         let has = |name: &str| headers.named(raw, name).next().is_some();
@@ -127,6 +138,7 @@ impl<'m> Features<'m> {
             headers,
             now,
             tokens: None,
+            model_input: None,
         };
         let Some(msg) = MessageParser::default().parse(raw) else {
             if tokens {

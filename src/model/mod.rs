@@ -4,3 +4,4 @@
 pub mod bayes;
 pub mod bayes_live;
 pub mod bayes_store;
+pub mod onnx;

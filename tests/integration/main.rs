@@ -2,6 +2,7 @@
 //! in-process sessions over duplex streams, the CLI, and a real Postfix end to end.
 
 mod cli;
+mod model;
 mod postfix;
 mod relay;
 mod session;

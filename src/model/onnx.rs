@@ -1,0 +1,535 @@
+//! The ONNX model check's model: the featuriser (the same Rust function at training and at
+//! scoring), the writer of the standard `.onnx` file (through tract's protobuf types), and the
+//! loader that validates a model against its manifest before filterd accepts any mail.
+//!
+//! # Contract (featuriser version 1; also in `models/README.md`)
+//!
+//! - Input `indices`: int64, shape `[MAX_FEATURES]`: hashed feature ids in `[0, DIM)`, padded
+//!   with 0.
+//! - Input `values`: float32, shape `[MAX_FEATURES]`: each present feature `1/sqrt(n)` (binary
+//!   features, L2-normalised over the n present ones), padding 0.
+//! - Output `probability`: float32, shape `[1]`: the spam probability.
+//! - Features: lower-cased byte 4-grams of the first 3000 bytes of the message (salt `c4:`) and
+//!   the shared Bayes tokens (salt `tk:`), FNV-1a 64 hashed, modulo `DIM` = 2^18.
+//!
+//! The shipped graph is logistic regression written as Gather -> Mul -> ReduceSum -> Add ->
+//! Sigmoid, so any ONNX runtime runs it and any model honouring the contract can replace it.
+
+use crate::message::tokenize::Tokens;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Bumped whenever the features of a message change.
+pub const FEATURISER_VERSION: u32 = 1;
+/// Hashed feature space.
+pub const DIM: usize = 1 << 18;
+/// Fixed input length (features beyond it are dropped, highest ids first).
+pub const MAX_FEATURES: usize = 8192;
+/// How much of the raw message the byte 4-grams cover.
+pub const NGRAM_BYTES: usize = 3000;
+/// Input and output names.
+pub const INPUT_INDICES: &str = "indices";
+/// Input and output names.
+pub const INPUT_VALUES: &str = "values";
+/// Input and output names.
+pub const OUTPUT: &str = "probability";
+
+/// The model's input for one message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Featurised {
+    /// Sorted, distinct feature ids (not padded).
+    pub ids: Vec<u32>,
+}
+
+impl Featurised {
+    /// The value of each present feature.
+    pub fn value(&self) -> f32 {
+        if self.ids.is_empty() {
+            0.0
+        } else {
+            1.0 / (self.ids.len() as f32).sqrt()
+        }
+    }
+
+    /// The padded `indices` and `values` inputs.
+    pub fn inputs(&self) -> (Vec<i64>, Vec<f32>) {
+        let mut idx = vec![0i64; MAX_FEATURES];
+        let mut val = vec![0f32; MAX_FEATURES];
+        let v = self.value();
+        for (i, id) in self.ids.iter().enumerate() {
+            idx[i] = i64::from(*id);
+            val[i] = v;
+        }
+        (idx, val)
+    }
+}
+
+fn fnv(salt: &[u8], data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in salt.iter().chain(data) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Features of a message: its byte 4-grams and its Bayes tokens.
+pub fn featurise(raw: &[u8], tokens: &Tokens) -> Featurised {
+    let head = &raw[..raw.len().min(NGRAM_BYTES)];
+    let lower: Vec<u8> = head.iter().map(u8::to_ascii_lowercase).collect();
+    let mut ids: Vec<u32> = lower
+        .windows(4)
+        .map(|w| (fnv(b"c4:", w) % DIM as u64) as u32)
+        .chain(
+            tokens
+                .0
+                .iter()
+                .map(|t| (fnv(b"tk:", &t.to_le_bytes()) % DIM as u64) as u32),
+        )
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.truncate(MAX_FEATURES);
+    Featurised { ids }
+}
+
+/// The model's own score for a feature vector, without ONNX: what training optimises and
+/// what the exported graph computes.
+pub fn logistic(weights: &[f32], bias: f32, f: &Featurised) -> f32 {
+    let v = f.value();
+    let z: f32 = f.ids.iter().map(|&i| weights[i as usize] * v).sum::<f32>() + bias;
+    1.0 / (1.0 + (-z).exp())
+}
+
+/// Write logistic regression weights as a standard ONNX model honouring the contract.
+pub fn write_onnx(weights: &[f32], bias: f32) -> Vec<u8> {
+    use prost::Message as _;
+    use tract_onnx::pb;
+    let tensor_type = |elem: pb::tensor_proto::DataType, dims: &[i64]| pb::TypeProto {
+        denotation: String::new(),
+        value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+            elem_type: elem as i32,
+            shape: Some(pb::TensorShapeProto {
+                dim: dims
+                    .iter()
+                    .map(|d| pb::tensor_shape_proto::Dimension {
+                        denotation: String::new(),
+                        value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(*d)),
+                    })
+                    .collect(),
+            }),
+        })),
+    };
+    let value_info = |name: &str, t: pb::TypeProto| pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(t),
+        ..Default::default()
+    };
+    let node = |op: &str, inputs: &[&str], output: &str, attribute: Vec<pb::AttributeProto>| {
+        pb::NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            name: format!("{op}_{output}"),
+            op_type: op.into(),
+            attribute,
+            ..Default::default()
+        }
+    };
+    let float_tensor = |name: &str, dims: Vec<i64>, data: Vec<f32>| pb::TensorProto {
+        dims,
+        data_type: pb::tensor_proto::DataType::Float as i32,
+        float_data: data,
+        name: name.into(),
+        ..Default::default()
+    };
+    let n = MAX_FEATURES as i64;
+    let graph = pb::GraphProto {
+        name: "filterd-spam-lr".into(),
+        node: vec![
+            node(
+                "Gather",
+                &["weights", INPUT_INDICES],
+                "w",
+                vec![pb::AttributeProto {
+                    name: "axis".into(),
+                    r#type: pb::attribute_proto::AttributeType::Int as i32,
+                    i: 0,
+                    ..Default::default()
+                }],
+            ),
+            node("Mul", &["w", INPUT_VALUES], "wx", vec![]),
+            node(
+                "ReduceSum",
+                &["wx"],
+                "z0",
+                vec![
+                    pb::AttributeProto {
+                        name: "axes".into(),
+                        r#type: pb::attribute_proto::AttributeType::Ints as i32,
+                        ints: vec![0],
+                        ..Default::default()
+                    },
+                    pb::AttributeProto {
+                        name: "keepdims".into(),
+                        r#type: pb::attribute_proto::AttributeType::Int as i32,
+                        i: 1,
+                        ..Default::default()
+                    },
+                ],
+            ),
+            node("Add", &["z0", "bias"], "z", vec![]),
+            node("Sigmoid", &["z"], OUTPUT, vec![]),
+        ],
+        initializer: vec![
+            float_tensor("weights", vec![weights.len() as i64], weights.to_vec()),
+            float_tensor("bias", vec![1], vec![bias]),
+        ],
+        input: vec![
+            value_info(
+                INPUT_INDICES,
+                tensor_type(pb::tensor_proto::DataType::Int64, &[n]),
+            ),
+            value_info(
+                INPUT_VALUES,
+                tensor_type(pb::tensor_proto::DataType::Float, &[n]),
+            ),
+        ],
+        output: vec![value_info(
+            OUTPUT,
+            tensor_type(pb::tensor_proto::DataType::Float, &[1]),
+        )],
+        ..Default::default()
+    };
+    let model = pb::ModelProto {
+        ir_version: 7,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 11,
+        }],
+        producer_name: "filterd corpus-tools".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        graph: Some(graph),
+        ..Default::default()
+    };
+    model.encode_to_vec()
+}
+
+/// What `models/<name>/manifest.toml` says about a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Manifest format (1).
+    pub format_version: u32,
+    /// The featuriser the model was trained with.
+    pub featuriser_version: u32,
+    /// sha256 of `model.onnx`, lower-case hex.
+    pub sha256: String,
+    /// The input contract.
+    pub inputs: Vec<TensorSpec>,
+    /// The output contract.
+    pub outputs: Vec<TensorSpec>,
+    /// Hashed feature space.
+    pub dim: usize,
+    /// How it was made.
+    pub training: Training,
+    /// How well it did on the evaluation split.
+    pub metrics: Metrics,
+}
+
+/// Name, type and shape of one input or output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorSpec {
+    /// Tensor name.
+    pub name: String,
+    /// `int64` or `float32`.
+    pub dtype: String,
+    /// Fixed shape.
+    pub shape: Vec<usize>,
+}
+
+/// Provenance of a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Training {
+    /// The command that rebuilds it.
+    pub command: String,
+    /// The data it learned from.
+    pub data: String,
+    /// Training settings.
+    pub settings: String,
+}
+
+/// Figures on the evaluation split (fold 0 test part).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// Test ham.
+    pub test_ham: usize,
+    /// Test spam.
+    pub test_spam: usize,
+    /// 100 x (1 - AUC).
+    pub one_minus_roca_pct: f64,
+    /// Spam recall (%) at <= 0.1% FP.
+    pub recall_at_0_1_fp_pct: f64,
+}
+
+impl Manifest {
+    /// The contract this build expects (sha256, provenance and metrics left to the caller).
+    pub fn expected_inputs() -> Vec<TensorSpec> {
+        vec![
+            TensorSpec {
+                name: INPUT_INDICES.into(),
+                dtype: "int64".into(),
+                shape: vec![MAX_FEATURES],
+            },
+            TensorSpec {
+                name: INPUT_VALUES.into(),
+                dtype: "float32".into(),
+                shape: vec![MAX_FEATURES],
+            },
+        ]
+    }
+
+    /// The output this build expects.
+    pub fn expected_outputs() -> Vec<TensorSpec> {
+        vec![TensorSpec {
+            name: OUTPUT.into(),
+            dtype: "float32".into(),
+            shape: vec![1],
+        }]
+    }
+}
+
+/// Why a model was refused. Every variant names the path.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The manifest is not valid TOML for a manifest.
+    #[error("{path}: bad manifest: {reason}")]
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The model file does not match the manifest's sha256.
+    #[error("{path}: sha256 {found} does not match the manifest's {expected}")]
+    Checksum {
+        /// The model file.
+        path: PathBuf,
+        /// In the manifest.
+        expected: String,
+        /// Of the file.
+        found: String,
+    },
+    /// The model does not honour the contract this filterd feeds.
+    #[error("{path}: {reason}")]
+    Contract {
+        /// The model or manifest file.
+        path: PathBuf,
+        /// What does not match.
+        reason: String,
+    },
+    /// tract could not load, optimise or run it.
+    #[error("{path}: not a usable ONNX model: {reason}")]
+    Onnx {
+        /// The model file.
+        path: PathBuf,
+        /// tract's error chain.
+        reason: String,
+    },
+}
+
+/// A validated, optimised model ready to score.
+pub struct OnnxModel {
+    path: PathBuf,
+    plan: Arc<tract_onnx::prelude::TypedRunnableModel>,
+    /// The manifest it was validated against.
+    pub manifest: Manifest,
+}
+
+impl std::fmt::Debug for OnnxModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnnxModel")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Lower-case hex sha256 of some bytes.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl OnnxModel {
+    /// Load `model.onnx` and `manifest.toml` from `dir`, check the checksum, the versions and
+    /// the input/output contract, optimise the graph, and run it once.
+    pub fn load(dir: &Path) -> Result<Self, ModelError> {
+        use tract_onnx::prelude::*;
+        let model_path = dir.join("model.onnx");
+        let manifest_path = dir.join("manifest.toml");
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|source| ModelError::Io {
+                path: p.to_path_buf(),
+                source,
+            })
+        };
+        let manifest_text =
+            String::from_utf8(read(&manifest_path)?).map_err(|_| ModelError::Manifest {
+                path: manifest_path.clone(),
+                reason: "not UTF-8".into(),
+            })?;
+        let manifest: Manifest =
+            toml::from_str(&manifest_text).map_err(|e| ModelError::Manifest {
+                path: manifest_path.clone(),
+                reason: e.to_string().trim().to_string(),
+            })?;
+        let contract = |reason: String| ModelError::Contract {
+            path: manifest_path.clone(),
+            reason,
+        };
+        if manifest.format_version != 1 {
+            return Err(contract(format!(
+                "manifest format_version {} is not 1",
+                manifest.format_version
+            )));
+        }
+        if manifest.featuriser_version != FEATURISER_VERSION {
+            return Err(contract(format!(
+                "trained with featuriser version {}, this filterd computes version {FEATURISER_VERSION}",
+                manifest.featuriser_version
+            )));
+        }
+        if manifest.inputs != Manifest::expected_inputs()
+            || manifest.outputs != Manifest::expected_outputs()
+            || manifest.dim != DIM
+        {
+            return Err(contract(format!(
+                "input/output contract differs from this filterd's (inputs {INPUT_INDICES}: int64[{MAX_FEATURES}], {INPUT_VALUES}: float32[{MAX_FEATURES}]; output {OUTPUT}: float32[1]; dim {DIM})"
+            )));
+        }
+        let bytes = read(&model_path)?;
+        let found = sha256_hex(&bytes);
+        if found != manifest.sha256 {
+            return Err(ModelError::Checksum {
+                path: model_path,
+                expected: manifest.sha256.clone(),
+                found,
+            });
+        }
+        let onnx_err = |e: anyhow::Error| ModelError::Onnx {
+            path: model_path.clone(),
+            reason: format!("{e:#}"),
+        };
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut bytes.as_slice())
+            .map_err(onnx_err)?;
+        // The graph itself must declare the contract, not just the manifest.
+        let outlets = model.input_outlets().map_err(onnx_err)?.to_vec();
+        let names: Vec<String> = outlets
+            .iter()
+            .map(|o| model.node(o.node).name.clone())
+            .collect();
+        if names != [INPUT_INDICES, INPUT_VALUES] {
+            return Err(ModelError::Contract {
+                path: model_path,
+                reason: format!(
+                    "graph inputs are {names:?}, expected [\"{INPUT_INDICES}\", \"{INPUT_VALUES}\"]"
+                ),
+            });
+        }
+        for (i, dt) in [(0, DatumType::I64), (1, DatumType::F32)] {
+            let fact = model.input_fact(i).map_err(onnx_err)?;
+            let shape = fact.shape.as_concrete_finite().ok().flatten();
+            if tract_onnx::tract_hir::infer::Factoid::concretize(&fact.datum_type) != Some(dt)
+                || shape.as_deref() != Some(&[MAX_FEATURES][..])
+            {
+                return Err(ModelError::Contract {
+                    path: model_path,
+                    reason: format!(
+                        "graph input {} is {fact:?}, expected {dt:?}[{MAX_FEATURES}]",
+                        names[i]
+                    ),
+                });
+            }
+        }
+        let plan = model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(onnx_err)?;
+        let loaded = OnnxModel {
+            path: model_path,
+            plan,
+            manifest,
+        };
+        // One inference now, so a model that cannot run is refused at start, not at the first message.
+        let p = loaded.predict(&Featurised { ids: vec![1, 2, 3] })?;
+        if !(0.0..=1.0).contains(&p) {
+            return Err(ModelError::Contract {
+                path: loaded.path,
+                reason: format!("output {p} is not a probability"),
+            });
+        }
+        Ok(loaded)
+    }
+
+    /// The spam probability of one message.
+    pub fn predict(&self, f: &Featurised) -> Result<f32, ModelError> {
+        use tract_onnx::prelude::*;
+        let (idx, val) = f.inputs();
+        let err = |e: anyhow::Error| ModelError::Onnx {
+            path: self.path.clone(),
+            reason: format!("{e:#}"),
+        };
+        let idx = Tensor::from_shape(&[MAX_FEATURES], &idx).map_err(err)?;
+        let val = Tensor::from_shape(&[MAX_FEATURES], &val).map_err(err)?;
+        let out = self
+            .plan
+            .run(tvec![idx.into_tvalue(), val.into_tvalue()])
+            .map_err(err)?;
+        let p = out
+            .first()
+            .and_then(|t| t.try_as_plain_ram().ok())
+            .and_then(|v| v.as_slice::<f32>().ok().and_then(|s| s.first().copied()))
+            .ok_or_else(|| ModelError::Contract {
+                path: self.path.clone(),
+                reason: "no float output".into(),
+            })?;
+        Ok(p)
+    }
+}
+
+/// Where the shipped default model is looked for when the config names none: next to the
+/// repository the binary was built in (`target/<profile>/filterd` -> `models/`), then the
+/// installed location.
+pub fn default_model_dir() -> Option<PathBuf> {
+    let name = "spam-lr";
+    let mut candidates = vec![];
+    if let Ok(exe) = std::env::current_exe() {
+        for up in exe.ancestors().skip(1).take(4) {
+            candidates.push(up.join("models").join(name));
+        }
+    }
+    candidates.push(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("models")
+            .join(name),
+    );
+    candidates.push(PathBuf::from("/usr/share/filterd/models").join(name));
+    candidates
+        .into_iter()
+        .find(|d| d.join("model.onnx").exists())
+}
