@@ -40,20 +40,32 @@ const HITS: &[HitDef] = &[
         description: "model spam probability 99% or more",
     },
     HitDef {
+        name: "ML_HAM_999",
+        default_score: -2.0,
+        description: "model spam probability below 0.1% (adds to ML_HAM_HIGH)",
+    },
+    HitDef {
+        name: "ML_SPAM_999",
+        default_score: 2.0,
+        description: "model spam probability 99.9% or more (adds to ML_SPAM_HIGH)",
+    },
+    HitDef {
         name: "ML_FAILED",
         default_score: 0.0,
         description: "the model could not score the message",
     },
 ];
 
-/// The hit for a probability.
-pub fn hit_for(p: f32) -> &'static str {
+/// The hits for a probability (the `_999` ones come on top, as SpamAssassin's BAYES_999).
+pub fn hits_for(p: f32) -> &'static [&'static str] {
     match p {
-        p if p >= 0.99 => "ML_SPAM_HIGH",
-        p if p >= 0.90 => "ML_SPAM",
-        p if p >= 0.10 => "ML_UNSURE",
-        p if p >= 0.01 => "ML_HAM",
-        _ => "ML_HAM_HIGH",
+        p if p >= 0.999 => &["ML_SPAM_HIGH", "ML_SPAM_999"],
+        p if p >= 0.99 => &["ML_SPAM_HIGH"],
+        p if p >= 0.90 => &["ML_SPAM"],
+        p if p >= 0.10 => &["ML_UNSURE"],
+        p if p >= 0.01 => &["ML_HAM"],
+        p if p >= 0.001 => &["ML_HAM_HIGH"],
+        _ => &["ML_HAM_HIGH", "ML_HAM_999"],
     }
 }
 
@@ -67,7 +79,11 @@ impl Check for OnnxCheck {
             return;
         };
         match model.predict(input) {
-            Ok(p) => hits.add(hit_for(p)),
+            Ok(p) => {
+                for h in hits_for(p) {
+                    hits.add(h);
+                }
+            }
             Err(e) => {
                 tracing::warn!("model check failed: {e}");
                 hits.add("ML_FAILED");
