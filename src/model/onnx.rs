@@ -78,19 +78,26 @@ fn fnv(salt: &[u8], data: &[u8]) -> u64 {
 pub fn featurise(raw: &[u8], tokens: &Tokens) -> Featurised {
     let head = &raw[..raw.len().min(NGRAM_BYTES)];
     let lower: Vec<u8> = head.iter().map(u8::to_ascii_lowercase).collect();
-    let mut ids: Vec<u32> = lower
-        .windows(4)
-        .map(|w| (fnv(b"c4:", w) % DIM as u64) as u32)
-        .chain(
-            tokens
-                .0
-                .iter()
-                .map(|t| (fnv(b"tk:", &t.to_le_bytes()) % DIM as u64) as u32),
-        )
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids.truncate(MAX_FEATURES);
+    // A bitmap over the feature space gives the sorted, distinct ids without sorting.
+    let mut bits = vec![0u64; DIM / 64];
+    let mut set = |id: u64| {
+        let id = (id % DIM as u64) as usize;
+        bits[id >> 6] |= 1u64 << (id & 63);
+    };
+    for w in lower.windows(4) {
+        set(fnv(b"c4:", w));
+    }
+    for t in &tokens.0 {
+        set(fnv(b"tk:", &t.to_le_bytes()));
+    }
+    let mut ids = Vec::with_capacity(4096);
+    for (i, &word) in bits.iter().enumerate() {
+        let mut x = word;
+        while x != 0 && ids.len() < MAX_FEATURES {
+            ids.push((i * 64) as u32 + x.trailing_zeros());
+            x &= x - 1;
+        }
+    }
     Featurised { ids }
 }
 
