@@ -2,12 +2,12 @@
 //! scoring), the writer of the standard `.onnx` file (through tract's protobuf types), and the
 //! loader that validates a model against its manifest before filterd accepts any mail.
 //!
-//! # Contract (featuriser version 1; also in `models/README.md`)
+//! # Contract (featuriser version 2; also in `models/README.md`)
 //!
-//! - Input `indices`: int64, shape `[MAX_FEATURES]`: hashed feature ids in `[0, DIM)`, padded
-//!   with 0.
-//! - Input `values`: float32, shape `[MAX_FEATURES]`: each present feature `1/sqrt(n)` (binary
-//!   features, L2-normalised over the n present ones), padding 0.
+//! - Input `indices`: int64, shape `[N]` (N symbolic, 1 to `MAX_FEATURES`): the sorted,
+//!   distinct hashed feature ids in `[0, DIM)` of the message.
+//! - Input `values`: float32, shape `[N]`: `1/sqrt(N)` for each (binary features,
+//!   L2-normalised). A message without features is passed as the single pair (0, 0.0).
 //! - Output `probability`: float32, shape `[1]`: the spam probability.
 //! - Features: lower-cased byte 4-grams of the first 3000 bytes of the message (salt `c4:`) and
 //!   the shared Bayes tokens (salt `tk:`), FNV-1a 64 hashed, modulo `DIM` = 2^18.
@@ -20,11 +20,12 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Bumped whenever the features of a message change.
-pub const FEATURISER_VERSION: u32 = 1;
+/// Bumped whenever the features of a message or their encoding change (2: inputs of the
+/// message's own length instead of padded to `MAX_FEATURES`).
+pub const FEATURISER_VERSION: u32 = 2;
 /// Hashed feature space.
 pub const DIM: usize = 1 << 18;
-/// Fixed input length (features beyond it are dropped, highest ids first).
+/// Most features passed for one message (beyond it, the highest ids are dropped).
 pub const MAX_FEATURES: usize = 8192;
 /// How much of the raw message the byte 4-grams cover.
 pub const NGRAM_BYTES: usize = 3000;
@@ -52,16 +53,16 @@ impl Featurised {
         }
     }
 
-    /// The padded `indices` and `values` inputs.
+    /// The `indices` and `values` inputs (at least one pair).
     pub fn inputs(&self) -> (Vec<i64>, Vec<f32>) {
-        let mut idx = vec![0i64; MAX_FEATURES];
-        let mut val = vec![0f32; MAX_FEATURES];
-        let v = self.value();
-        for (i, id) in self.ids.iter().enumerate() {
-            idx[i] = i64::from(*id);
-            val[i] = v;
+        if self.ids.is_empty() {
+            return (vec![0], vec![0.0]);
         }
-        (idx, val)
+        let v = self.value();
+        (
+            self.ids.iter().map(|&i| i64::from(i)).collect(),
+            vec![v; self.ids.len()],
+        )
     }
 }
 
@@ -111,20 +112,18 @@ pub fn logistic(weights: &[f32], bias: f32, f: &Featurised) -> f32 {
 
 /// Write logistic regression weights as a standard ONNX model honouring the contract.
 pub fn write_onnx(weights: &[f32], bias: f32) -> Vec<u8> {
+    use pb::tensor_shape_proto::dimension::Value as Dim;
     use prost::Message as _;
     use tract_onnx::pb;
-    let tensor_type = |elem: pb::tensor_proto::DataType, dims: &[i64]| pb::TypeProto {
+    let tensor_type = |elem: pb::tensor_proto::DataType, dim: Dim| pb::TypeProto {
         denotation: String::new(),
         value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
             elem_type: elem as i32,
             shape: Some(pb::TensorShapeProto {
-                dim: dims
-                    .iter()
-                    .map(|d| pb::tensor_shape_proto::Dimension {
-                        denotation: String::new(),
-                        value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(*d)),
-                    })
-                    .collect(),
+                dim: vec![pb::tensor_shape_proto::Dimension {
+                    denotation: String::new(),
+                    value: Some(dim),
+                }],
             }),
         })),
     };
@@ -150,7 +149,6 @@ pub fn write_onnx(weights: &[f32], bias: f32) -> Vec<u8> {
         name: name.into(),
         ..Default::default()
     };
-    let n = MAX_FEATURES as i64;
     let graph = pb::GraphProto {
         name: "filterd-spam-lr".into(),
         node: vec![
@@ -195,16 +193,16 @@ pub fn write_onnx(weights: &[f32], bias: f32) -> Vec<u8> {
         input: vec![
             value_info(
                 INPUT_INDICES,
-                tensor_type(pb::tensor_proto::DataType::Int64, &[n]),
+                tensor_type(pb::tensor_proto::DataType::Int64, Dim::DimParam("N".into())),
             ),
             value_info(
                 INPUT_VALUES,
-                tensor_type(pb::tensor_proto::DataType::Float, &[n]),
+                tensor_type(pb::tensor_proto::DataType::Float, Dim::DimParam("N".into())),
             ),
         ],
         output: vec![value_info(
             OUTPUT,
-            tensor_type(pb::tensor_proto::DataType::Float, &[1]),
+            tensor_type(pb::tensor_proto::DataType::Float, Dim::DimValue(1)),
         )],
         ..Default::default()
     };
@@ -252,8 +250,8 @@ pub struct TensorSpec {
     pub name: String,
     /// `int64` or `float32`.
     pub dtype: String,
-    /// Fixed shape.
-    pub shape: Vec<usize>,
+    /// Shape; `N` is the symbolic number of features.
+    pub shape: Vec<String>,
 }
 
 /// Provenance of a model.
@@ -289,12 +287,12 @@ impl Manifest {
             TensorSpec {
                 name: INPUT_INDICES.into(),
                 dtype: "int64".into(),
-                shape: vec![MAX_FEATURES],
+                shape: vec!["N".into()],
             },
             TensorSpec {
                 name: INPUT_VALUES.into(),
                 dtype: "float32".into(),
-                shape: vec![MAX_FEATURES],
+                shape: vec!["N".into()],
             },
         ]
     }
@@ -304,7 +302,7 @@ impl Manifest {
         vec![TensorSpec {
             name: OUTPUT.into(),
             dtype: "float32".into(),
-            shape: vec![1],
+            shape: vec!["1".into()],
         }]
     }
 }
@@ -425,7 +423,7 @@ impl OnnxModel {
             || manifest.dim != DIM
         {
             return Err(contract(format!(
-                "input/output contract differs from this filterd's (inputs {INPUT_INDICES}: int64[{MAX_FEATURES}], {INPUT_VALUES}: float32[{MAX_FEATURES}]; output {OUTPUT}: float32[1]; dim {DIM})"
+                "input/output contract differs from this filterd's (inputs {INPUT_INDICES}: int64[N], {INPUT_VALUES}: float32[N]; output {OUTPUT}: float32[1]; dim {DIM})"
             )));
         }
         let bytes = read(&model_path)?;
@@ -460,16 +458,16 @@ impl OnnxModel {
         }
         for (i, dt) in [(0, DatumType::I64), (1, DatumType::F32)] {
             let fact = model.input_fact(i).map_err(onnx_err)?;
-            let shape = fact.shape.as_concrete_finite().ok().flatten();
+            // One dimension, left symbolic: the number of features of the message.
+            let dims: Vec<String> = fact.shape.dims().map(|d| format!("{d:?}")).collect();
+            let symbolic = fact.shape.as_concrete_finite().ok().flatten().is_none();
             if tract_onnx::tract_hir::infer::Factoid::concretize(&fact.datum_type) != Some(dt)
-                || shape.as_deref() != Some(&[MAX_FEATURES][..])
+                || dims.len() != 1
+                || !symbolic
             {
                 return Err(ModelError::Contract {
                     path: model_path,
-                    reason: format!(
-                        "graph input {} is {fact:?}, expected {dt:?}[{MAX_FEATURES}]",
-                        names[i]
-                    ),
+                    reason: format!("graph input {} is {fact:?}, expected {dt:?}[N]", names[i]),
                 });
             }
         }
@@ -501,8 +499,8 @@ impl OnnxModel {
             path: self.path.clone(),
             reason: format!("{e:#}"),
         };
-        let idx = Tensor::from_shape(&[MAX_FEATURES], &idx).map_err(err)?;
-        let val = Tensor::from_shape(&[MAX_FEATURES], &val).map_err(err)?;
+        let idx = Tensor::from_shape(&[idx.len()], &idx).map_err(err)?;
+        let val = Tensor::from_shape(&[val.len()], &val).map_err(err)?;
         let out = self
             .plan
             .run(tvec![idx.into_tvalue(), val.into_tvalue()])

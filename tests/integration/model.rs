@@ -91,7 +91,13 @@ fn damaged_and_mismatched_models_are_refused_with_the_path() {
     let dir = altered(bytes.clone(), true);
     let m = std::fs::read_to_string(dir.path().join("manifest.toml"))
         .unwrap()
-        .replace("featuriser_version = 1", "featuriser_version = 7");
+        .replace(
+            &format!(
+                "featuriser_version = {}",
+                filterd::model::onnx::FEATURISER_VERSION
+            ),
+            "featuriser_version = 7",
+        );
     std::fs::write(dir.path().join("manifest.toml"), m).unwrap();
     let e = OnnxModel::load(dir.path()).unwrap_err();
     assert!(e.to_string().contains("featuriser version 7"), "{e}");
