@@ -31,6 +31,15 @@ fn altered(bytes: Vec<u8>, fix_sha: bool) -> tempfile::TempDir {
     tmp
 }
 
+fn check_config(cfg: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_filterd"))
+        .arg("--check-config")
+        .arg("--config")
+        .arg(cfg)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn golden_cases_through_featuriser_and_tract() {
     let model = OnnxModel::load(&shipped()).expect("shipped model loads");
@@ -112,22 +121,12 @@ fn damaged_and_mismatched_models_are_refused_with_the_path() {
         ),
     )
     .unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_filterd"))
-        .arg("--check-config")
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let o = check_config(&cfg);
     assert_eq!(o.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&o.stderr).contains("featuriser version 7"));
     let missing = Path::new("/nonexistent/model");
     std::fs::write(&cfg, format!("[model]\npath = \"{}\"\n", missing.display())).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_filterd"))
-        .arg("--check-config")
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let o = check_config(&cfg);
     assert_eq!(o.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/model/manifest.toml"));
 }
@@ -154,25 +153,12 @@ async fn model_hits_appear_end_to_end() {
 
 #[test]
 fn training_reproduces_the_shipped_model() {
-    let corpus = std::env::var_os("FILTERD_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/corpus/spamassassin"));
-    if !corpus.join("easy_ham").exists() {
-        eprintln!(
-            "skipped: corpus not found at {} (set FILTERD_CORPUS)",
-            corpus.display()
-        );
+    let Some(corpus) = crate::util::corpus() else {
         return;
-    }
+    };
     let out = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_corpus-tools"));
-    cmd.arg("train-model").arg("--out").arg(out.path());
-    for h in ["easy_ham", "easy_ham_2", "hard_ham"] {
-        cmd.arg("--ham").arg(corpus.join(h));
-    }
-    for s in ["spam", "spam_2"] {
-        cmd.arg("--spam").arg(corpus.join(s));
-    }
+    let mut cmd = crate::util::corpus_tools("train-model", &corpus);
+    cmd.arg("--out").arg(out.path());
     let o = cmd.output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let rebuilt = std::fs::read(out.path().join("model.onnx")).unwrap();

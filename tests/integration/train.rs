@@ -419,24 +419,11 @@ async fn autolearn_learns_clear_cases_and_says_so() {
 /// The recorded accuracy must not regress: Bayes alone on fold 0 of the shared corpus.
 #[test]
 fn corpus_evaluation_keeps_the_recorded_accuracy() {
-    let root = std::env::var_os("FILTERD_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::util::repo().join("../shared/corpus/spamassassin"));
-    if !root.join("easy_ham").exists() {
-        eprintln!(
-            "skipped: corpus not found at {} (set FILTERD_CORPUS)",
-            root.display()
-        );
+    let Some(corpus) = crate::util::corpus() else {
         return;
-    }
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_corpus-tools"));
-    cmd.arg("evaluate");
-    for h in ["easy_ham", "easy_ham_2", "hard_ham"] {
-        cmd.arg("--ham").arg(root.join(h));
-    }
-    for s in ["spam", "spam_2"] {
-        cmd.arg("--spam").arg(root.join(s));
-    }
+    };
+    let cmd = &mut crate::util::corpus_tools("evaluate", &corpus);
+    cmd.arg("--no-model");
     let o = cmd.output().expect("run corpus-tools");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = stdout(&o);

@@ -278,6 +278,36 @@ pub fn split_added(relayed: &[u8], original_first_line: &[u8]) -> (String, Vec<u
     )
 }
 
+/// The shared corpus (`../shared/corpus/spamassassin` or `$FILTERD_CORPUS`); `None`, after
+/// saying "skipped", when it is absent.
+pub fn corpus() -> Option<PathBuf> {
+    let root = std::env::var_os("FILTERD_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/corpus/spamassassin"));
+    if root.join("easy_ham").exists() {
+        Some(root)
+    } else {
+        eprintln!(
+            "skipped: corpus not found at {} (set FILTERD_CORPUS)",
+            root.display()
+        );
+        None
+    }
+}
+
+/// `corpus-tools <sub>` over the corpus' ham and spam folders.
+pub fn corpus_tools(sub: &str, corpus: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_corpus-tools"));
+    cmd.arg(sub);
+    for h in ["easy_ham", "easy_ham_2", "hard_ham"] {
+        cmd.arg("--ham").arg(corpus.join(h));
+    }
+    for s in ["spam", "spam_2"] {
+        cmd.arg("--spam").arg(corpus.join(s));
+    }
+    cmd
+}
+
 /// Path to the repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
