@@ -45,9 +45,11 @@ impl Verdict {
     /// Score the hits.
     pub fn new(hits: &Hits, scores: &BTreeMap<&'static str, f64>, levels: Levels) -> Self {
         let mut scored: Vec<(&'static str, f64)> = hits
-            .names()
-            .iter()
-            .map(|n| (*n, scores.get(n).copied().unwrap_or(0.0)))
+            .scaled()
+            .map(|(n, f)| {
+                let s = scores.get(n).copied().unwrap_or(0.0) * f;
+                (n, (s * 1000.0).round() / 1000.0)
+            })
             .collect();
         scored.sort_by(|a, b| a.0.cmp(b.0));
         let sum: f64 = scored.iter().map(|(_, s)| s).sum();
@@ -163,6 +165,25 @@ mod tests {
             tag2: 6.2,
             kill: 6.9,
         }
+    }
+
+    #[test]
+    fn scaled_hits_score_a_share_of_their_configured_score() {
+        let mut scores = BTreeMap::new();
+        scores.insert("ML_SCORE", 4.0);
+        let mut hits = Hits::default();
+        hits.add_scaled("ML_SCORE", -0.3712);
+        hits.add_scaled("ML_SCORE", 1.0); // a second add is ignored
+        let v = Verdict::new(&hits, &scores, levels());
+        assert_eq!(v.hits, vec![("ML_SCORE", -1.485)]);
+        assert_eq!(v.score, -1.485);
+        let mut big = Hits::default();
+        big.add_scaled("ML_SCORE", 7.0);
+        assert_eq!(
+            Verdict::new(&big, &scores, levels()).score,
+            4.0,
+            "factors are clipped to [-1, 1]"
+        );
     }
 
     #[test]

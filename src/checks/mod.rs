@@ -33,20 +33,32 @@ pub struct HitDef {
 }
 
 /// The hits of one message, in the order found (duplicates ignored).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Hits(Vec<&'static str>);
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Hits(Vec<&'static str>, Vec<f64>);
 
 impl Hits {
     /// Record a hit.
     pub fn add(&mut self, name: &'static str) {
+        self.add_scaled(name, 1.0);
+    }
+
+    /// Record a hit whose configured score is scaled by `factor` (in [-1, 1]): for checks
+    /// whose evidence is a continuous strength, such as a model's confidence.
+    pub fn add_scaled(&mut self, name: &'static str, factor: f64) {
         if !self.0.contains(&name) {
             self.0.push(name);
+            self.1.push(factor.clamp(-1.0, 1.0));
         }
     }
 
     /// The names recorded.
     pub fn names(&self) -> &[&'static str] {
         &self.0
+    }
+
+    /// The names with their factors.
+    pub fn scaled(&self) -> impl Iterator<Item = (&'static str, f64)> + '_ {
+        self.0.iter().copied().zip(self.1.iter().copied())
     }
 }
 

@@ -50,6 +50,11 @@ const HITS: &[HitDef] = &[
         description: "model spam probability 99.9% or more (adds to ML_SPAM_HIGH)",
     },
     HitDef {
+        name: "ML_SCORE",
+        default_score: 4.0,
+        description: "the model's confidence: the score times logit(p)/8, clipped to [-1, 1]",
+    },
+    HitDef {
         name: "ML_FAILED",
         default_score: 0.0,
         description: "the model could not score the message",
@@ -83,6 +88,8 @@ impl Check for OnnxCheck {
                 for h in hits_for(p) {
                     hits.add(h);
                 }
+                let p = f64::from(p).clamp(1e-9, 1.0 - 1e-9);
+                hits.add_scaled("ML_SCORE", (p / (1.0 - p)).ln() / 8.0);
             }
             Err(e) => {
                 tracing::warn!("model check failed: {e}");
