@@ -260,35 +260,41 @@ impl Tokenizer {
                 continue;
             }
             flush_letters(self, &mut letters);
-            self.word.clear();
-            self.word.extend(w.chars().flat_map(char::to_lowercase));
-            let word = normalise(&self.word);
-            if let Some(word) = word {
-                self.push(prefix, &word);
+            let mut word = std::mem::take(&mut self.word);
+            word.clear();
+            if w.is_ascii() {
+                word.extend(w.bytes().map(|b| b.to_ascii_lowercase() as char));
+            } else {
+                word.extend(w.chars().flat_map(char::to_lowercase));
             }
+            if let Some(norm) = normalise(&word) {
+                self.push(prefix, &norm);
+            }
+            self.word = word;
         }
         flush_letters(self, &mut letters);
     }
 }
 
 /// Normalise one lower-cased word; `None` drops it.
-fn normalise(w: &str) -> Option<String> {
-    let n = w.chars().count();
+fn normalise(w: &str) -> Option<std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow;
+    let n = if w.is_ascii() {
+        w.len()
+    } else {
+        w.chars().count()
+    };
     if n < 2 {
         return None;
     }
-    if w.bytes().all(|b| b.is_ascii_digit()) {
-        return Some(if n > 6 {
-            format!("num:{n}")
-        } else {
-            w.to_string()
-        });
+    if n > 6 && w.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Cow::Owned(format!("num:{n}")));
     }
     if n > 24 {
         let head: String = w.chars().take(8).collect();
-        return Some(format!("skip:{head}:{}", n / 8));
+        return Some(Cow::Owned(format!("skip:{head}:{}", n / 8)));
     }
-    Some(w.to_string())
+    Some(Cow::Borrowed(w))
 }
 
 fn header_text(v: &HeaderValue<'_>) -> String {
