@@ -31,6 +31,7 @@ pub mod action;
 pub mod checks;
 pub mod config;
 pub mod corpus;
+pub mod fnv;
 pub mod logline;
 pub mod message;
 pub mod model;

@@ -92,16 +92,12 @@ pub fn is_test(path: &Path, test_percent: u64, fold: u64) -> bool {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let salt = if fold == 0 {
         String::new()
     } else {
         format!("fold{fold}:")
     };
-    for b in salt.bytes().chain(name.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let h = crate::fnv::fnv1a(&[salt.as_bytes(), name.as_bytes()]);
     h % 100 < test_percent
 }
 

@@ -89,12 +89,7 @@ impl Tokens {
 /// Stable 64-bit FNV-1a hash of a token's text (stable across versions and platforms; the
 /// store keeps only these).
 pub fn token_hash(prefix: &str, word: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in prefix.bytes().chain(word.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    crate::fnv::fnv1a(&[prefix.as_bytes(), word.as_bytes()])
 }
 
 /// The token texts of a message, for tests and `--dump` style debugging.

@@ -67,11 +67,6 @@ impl BayesLive {
         }
     }
 
-    /// The state directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<Store> {
         self.store

@@ -133,12 +133,7 @@ pub struct Store {
 }
 
 fn fnv(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in data {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    crate::fnv::fnv1a(&[data])
 }
 
 impl Store {
@@ -335,11 +330,6 @@ impl Store {
     /// Distinct tokens stored.
     pub fn ntokens(&self) -> usize {
         self.tokens.len()
-    }
-
-    /// How a message was learned, if it was.
-    pub fn seen(&self, id: u128) -> Option<Class> {
-        self.seen.get(&id).copied()
     }
 
     /// Learn one message's tokens as `class` at time `now`.

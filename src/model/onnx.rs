@@ -67,12 +67,7 @@ impl Featurised {
 }
 
 fn fnv(salt: &[u8], data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in salt.iter().chain(data) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    crate::fnv::fnv1a(&[salt, data])
 }
 
 /// Features of a message: its byte 4-grams and its Bayes tokens.

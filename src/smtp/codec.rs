@@ -163,11 +163,6 @@ impl Decoder {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// True when unconsumed bytes are buffered (the client pipelined more).
-    pub fn has_buffered(&self) -> bool {
-        self.pos < self.buf.len()
-    }
-
     /// True while message content is being received.
     pub fn in_data(&self) -> bool {
         matches!(self.mode, Mode::Data(_))

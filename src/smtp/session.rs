@@ -83,7 +83,7 @@ pub struct MessageRecord<'a, V> {
     pub envelope: &'a Envelope,
     /// The id filterd gave the message.
     pub mail_id: &'a str,
-    /// The Message-ID header, if any (filled by the verdict in practice).
+    /// The message size in bytes, as received.
     pub size: usize,
     /// The verdict, when the scan finished.
     pub verdict: Option<&'a V>,
