@@ -16,6 +16,7 @@
 //! - [`server`]: accept loops, allow-list, connection cap, graceful shutdown.
 //! - [`smtp`]: sans-IO codec, replies, envelope, session state machine, relay client.
 //! - [`message`]: byte-level header block and one-time feature extraction.
+//! - [`auth`]: SPF/DKIM/DMARC/ARC verification under one DNS budget, DKIM signing.
 //! - [`checks`]: one check per file behind one trait; the registry fixes their order.
 //! - [`verdict`]: hits x scores -> score, category and the X-Spam-* headers.
 //! - [`action`]: what is done to the message (tagging today).
@@ -28,6 +29,7 @@
 //! relays only to its configured next hop.
 
 pub mod action;
+pub mod auth;
 pub mod checks;
 pub mod config;
 pub mod corpus;

@@ -1,11 +1,16 @@
 //! The only place that knows the order of the steps for one message:
-//! 1. features (parse once) -> 2. checks -> 3. verdict -> 4. tag (byte-level headers).
+//! 0. origin + sender authentication (async, DNS under one budget: [`Pipeline::prepare`]);
+//! 1. features (parse once); 2. checks; 3. verdict; 4. tag (byte-level headers);
+//! 5. DKIM signature for originating mail, over the message as it will leave.
 //!
 //! The session calls it after DATA and relays what it returns.
 
+use crate::auth::origin::Origin;
+use crate::auth::{AuthConfig, AuthVerdict, claims_authserv_id};
 use crate::checks::Registry;
 use crate::config::{Config, Levels};
 use crate::message::Features;
+use crate::message::HeaderBlock;
 use crate::smtp::envelope::Envelope;
 use crate::smtp::rewrite::Rewrite;
 use crate::smtp::session::{MessageFilter, MessageRecord};
@@ -25,6 +30,18 @@ pub struct Pipeline {
     hostname: String,
     autolearn: Option<(f64, f64)>,
     model: bool,
+    auth: AuthConfig,
+}
+
+/// What [`Pipeline::prepare`] found before the scan.
+#[derive(Debug, Clone, Default)]
+pub struct Prepared {
+    /// Where the message came from.
+    pub origin: Origin,
+    /// The origin policy calls it ours (outbound): it gets signed.
+    pub originating: bool,
+    /// Sender authentication, when it ran.
+    pub auth: Option<AuthVerdict>,
 }
 
 impl Pipeline {
@@ -38,10 +55,36 @@ impl Pipeline {
             levels: cfg.levels,
             hostname: cfg.hostname.clone(),
             autolearn: cfg.autolearn,
+            auth: cfg.auth.clone(),
         }
     }
 
-    /// Scan one message as of `now` (Unix seconds).
+    /// Find the origin and verify the sender (SPF, DKIM, DMARC, ARC) within the DNS budget.
+    pub async fn prepare(&self, env: &Envelope, msg: &[u8]) -> Prepared {
+        if self.auth.verifier.is_none() && self.auth.signer.is_none() {
+            return Prepared::default();
+        }
+        let headers = HeaderBlock::parse(msg);
+        let origin = Origin::find(env, msg, &headers, self.auth.trusted_hops);
+        let originating = self.auth.origin.is_originating(&origin);
+        let auth = match &self.auth.verifier {
+            Some(v) if !originating || self.auth.verify_originating => {
+                Some(v.verify(msg, &origin, &env.sender).await)
+            }
+            _ => None,
+        };
+        Prepared {
+            origin,
+            originating,
+            auth,
+        }
+    }
+
+    fn signs(&self, prepared: &Prepared) -> bool {
+        prepared.originating && self.auth.signer.is_some()
+    }
+
+    /// Scan one message as of `now` (Unix seconds), without sender authentication.
     pub fn scan_at(
         &self,
         env: &Envelope,
@@ -49,27 +92,69 @@ impl Pipeline {
         mail_id: &str,
         now: i64,
     ) -> (Rewrite, Verdict) {
+        self.scan_prepared(env, msg, mail_id, now, &Prepared::default())
+    }
+
+    /// Scan one message as of `now` (Unix seconds) with what [`Pipeline::prepare`] found.
+    pub fn scan_prepared(
+        &self,
+        env: &Envelope,
+        msg: &[u8],
+        mail_id: &str,
+        now: i64,
+        prepared: &Prepared,
+    ) -> (Rewrite, Verdict) {
         // 1. features (Bayes tokens only when Bayes can vote or may learn)
-        let features = Features::extract_with(
+        let mut features = Features::extract_with(
             msg,
             now,
             self.autolearn.is_some() || self.bayes_ready(),
             self.model,
         );
+        features.auth = prepared.auth.clone();
         // 2. checks
         let hits = self.registry.run(&features);
         // 3. verdict
         let mut verdict = Verdict::new(&hits, &self.scores, self.levels);
         verdict.message_id = features.message_id.clone();
         let autolearn = self.autolearn(&features, &verdict);
-        // 4. tag
-        let mut prefix = if verdict.is_tagged() {
-            verdict.spam_headers(autolearn)
-        } else {
-            String::new()
-        };
+        // 4. tag: our Authentication-Results (forged ones claiming our id are dropped),
+        //    the X-Spam-* headers and our Received line, all at the byte level.
+        let mut prefix = String::new();
+        if let Some(a) = &prepared.auth {
+            prefix.push_str(&a.header);
+        }
+        if verdict.is_tagged() {
+            prefix.push_str(&verdict.spam_headers(autolearn));
+        }
         prefix.push_str(&self.received_header(env, mail_id, now));
-        let rewrite = crate::action::tag::rewrite(msg, &features.headers, prefix);
+        let authserv_id = self
+            .auth
+            .verifier
+            .as_ref()
+            .map(|v| v.settings().authserv_id.as_str());
+        let mut rewrite =
+            crate::action::tag::rewrite(msg, &features.headers, prefix, |name, value| {
+                authserv_id.is_some_and(|id| {
+                    name.eq_ignore_ascii_case(b"Authentication-Results")
+                        && claims_authserv_id(value, id)
+                })
+            });
+        // 5. sign what will leave
+        if self.signs(prepared)
+            && let Some(signer) = &self.auth.signer
+            && let Some(domain) = features.from.as_ref().and_then(|f| f.domain())
+        {
+            match signer.sign(domain, &rewrite.parts(msg)) {
+                Some(Ok(header)) => {
+                    let mut signed = header.into_bytes();
+                    signed.extend_from_slice(&rewrite.prefix);
+                    rewrite.prefix = signed;
+                }
+                Some(Err(e)) => tracing::error!(mail_id, error = %e, "relaying unsigned"),
+                None => tracing::debug!(mail_id, domain, "no DKIM key for the From domain"),
+            }
+        }
         (rewrite, verdict)
     }
 
@@ -143,6 +228,16 @@ fn sanitize(s: &str) -> String {
 }
 
 impl MessageFilter for Pipeline {
+    type Prepared = Prepared;
+
+    fn prepare(
+        &self,
+        env: &Envelope,
+        msg: &[u8],
+    ) -> impl std::future::Future<Output = Prepared> + Send {
+        Pipeline::prepare(self, env, msg)
+    }
+
     type Verdict = Verdict;
 
     fn scan(
@@ -150,18 +245,20 @@ impl MessageFilter for Pipeline {
         env: &Envelope,
         msg: &[u8],
         mail_id: &str,
+        prepared: &Prepared,
     ) -> Result<(Rewrite, Verdict), String> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        Ok(self.scan_at(env, msg, mail_id, now))
+        Ok(self.scan_prepared(env, msg, mail_id, now, prepared))
     }
 
     /// The header checks cost about 10 us for a typical message (`cargo bench --bench scan`),
-    /// far less than a hand-off to the blocking pool; only big messages go there.
-    fn scan_inline(&self, size: usize) -> bool {
-        size <= INLINE_SCAN_LIMIT && !self.bayes_ready() && !self.model
+    /// far less than a hand-off to the blocking pool; only big messages go there, and
+    /// messages to sign (an RSA signature costs a millisecond or more).
+    fn scan_inline(&self, size: usize, prepared: &Prepared) -> bool {
+        size <= INLINE_SCAN_LIMIT && !self.bayes_ready() && !self.model && !self.signs(prepared)
     }
 
     fn log(&self, record: &MessageRecord<'_, Verdict>) {

@@ -6,13 +6,20 @@ use crate::message::HeaderBlock;
 use crate::smtp::rewrite::Rewrite;
 
 /// Build the rewrite: `prefix` goes on top; every original header line except `X-Spam-*`
-/// ones is kept, and the body is kept whole.
-pub fn rewrite(msg: &[u8], headers: &HeaderBlock, prefix: String) -> Rewrite {
+/// ones and those `also_drop(name, value)` picks is kept, and the body is kept whole.
+pub fn rewrite(
+    msg: &[u8],
+    headers: &HeaderBlock,
+    prefix: String,
+    also_drop: impl Fn(&[u8], &[u8]) -> bool,
+) -> Rewrite {
     let mut keep = Vec::with_capacity(4);
     let mut start = 0;
     for f in &headers.fields {
         let name = &msg[f.name.clone()];
-        if name.len() >= 7 && name[..7].eq_ignore_ascii_case(b"X-Spam-") {
+        if (name.len() >= 7 && name[..7].eq_ignore_ascii_case(b"X-Spam-"))
+            || also_drop(name, &msg[f.value.clone()])
+        {
             if f.whole.start > start {
                 keep.push(start..f.whole.start);
             }
@@ -34,9 +41,9 @@ mod tests {
 
     #[test]
     fn drops_only_x_spam_headers() {
-        let m = b"X-Spam-Flag: NO\r\nSubject: hi\r\nx-spam-status: Yes,\r\n\tscore=99\r\nX-Spamish: keep\r\n\r\nX-Spam-Flag: body\r\n";
+        let m = b"X-Spam-Flag: NO\r\nDrop-Me: x\r\nSubject: hi\r\nx-spam-status: Yes,\r\n\tscore=99\r\nX-Spamish: keep\r\n\r\nX-Spam-Flag: body\r\n";
         let h = HeaderBlock::parse(m);
-        let r = rewrite(m, &h, "X-New: 1\r\n".into());
+        let r = rewrite(m, &h, "X-New: 1\r\n".into(), |n, _| n == b"Drop-Me");
         let out: Vec<u8> = r.parts(m).concat();
         assert_eq!(
             out,

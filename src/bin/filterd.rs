@@ -24,10 +24,108 @@ struct Args {
     /// Validate the configuration, print every problem, and exit (0 valid, 78 invalid).
     #[arg(long)]
     check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Make a DKIM signing key: writes the private key (mode 0600, never over an existing
+    /// file) and prints the DNS TXT record to publish and the [[dkim.keys]] table to add.
+    DkimKeygen {
+        /// The signing domain (d=).
+        #[arg(long)]
+        domain: String,
+        /// The selector (s=); the record goes to SELECTOR._domainkey.DOMAIN.
+        #[arg(long)]
+        selector: String,
+        /// rsa (rsa-sha256, what every verifier supports) or ed25519 (RFC 8463).
+        #[arg(long, default_value = "rsa")]
+        algorithm: String,
+        /// RSA key size in bits.
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+        /// Where to write the private key [default: DOMAIN.SELECTOR.pem].
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// sysexits.h EX_USAGE.
+const EX_USAGE: u8 = 64;
+/// sysexits.h EX_CANTCREAT.
+const EX_CANTCREAT: u8 = 73;
+
+fn dkim_keygen(
+    domain: &str,
+    selector: &str,
+    algorithm: &str,
+    bits: usize,
+    out: Option<PathBuf>,
+) -> ExitCode {
+    use filterd::auth::sign::{GeneratedKey, KeyAlgorithm};
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(alg) = KeyAlgorithm::parse(algorithm) else {
+        eprintln!("filterd dkim-keygen: --algorithm must be rsa or ed25519, not `{algorithm}`");
+        return ExitCode::from(EX_USAGE);
+    };
+    if alg == KeyAlgorithm::Rsa && !(1024..=8192).contains(&bits) {
+        eprintln!("filterd dkim-keygen: --bits must be between 1024 and 8192 (2048 recommended)");
+        return ExitCode::from(EX_USAGE);
+    }
+    let path = out.unwrap_or_else(|| PathBuf::from(format!("{domain}.{selector}.pem")));
+    let key = match GeneratedKey::generate(alg, bits) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("filterd dkim-keygen: {e}");
+            return ExitCode::from(EX_OSERR);
+        }
+    };
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| {
+            f.write_all(key.private_pem.as_bytes())?;
+            f.sync_all()
+        });
+    if let Err(e) = written {
+        let why = if e.kind() == std::io::ErrorKind::AlreadyExists {
+            "exists; not overwriting a key (remove it first, or pick another --out)".to_string()
+        } else {
+            e.to_string()
+        };
+        eprintln!("filterd dkim-keygen: {}: {why}", path.display());
+        return ExitCode::from(EX_CANTCREAT);
+    }
+    let shown = std::fs::canonicalize(&path).unwrap_or(path);
+    println!("Wrote the private key to {} (mode 0600).", shown.display());
+    println!(
+        "\nPublish this DNS record:\n{}",
+        key.zone_line(domain, selector)
+    );
+    println!(
+        "\nThen add to filterd.toml:\n[[dkim.keys]]\ndomain = \"{domain}\"\nselector = \"{selector}\"\nalgorithm = \"{}\"\nkey_file = \"{}\"",
+        alg.dns_name(),
+        shown.display()
+    );
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::DkimKeygen {
+        domain,
+        selector,
+        algorithm,
+        bits,
+        out,
+    }) = args.command
+    {
+        return dkim_keygen(&domain, &selector, &algorithm, bits, out);
+    }
     let config = match &args.config {
         Some(path) => Config::load(path),
         None => Config::defaults(),

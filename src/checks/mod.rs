@@ -2,6 +2,7 @@
 //! and adds named hits; scores live in config. The [`Registry`] fixes their order and knows
 //! every hit name any check can emit, so config can refuse unknown names.
 
+mod auth;
 mod bayes;
 mod date;
 mod from;
@@ -88,6 +89,7 @@ impl Registry {
         Registry {
             checks: vec![
                 Box::new(gtube::Gtube),
+                Box::new(auth::AuthCheck),
                 Box::new(date::DateCheck::default()),
                 Box::new(message_id::MessageIdCheck),
                 Box::new(from::FromCheck),

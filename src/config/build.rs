@@ -2,6 +2,9 @@
 //! every problem before failing, so `filterd --check-config` lists them all at once.
 
 use super::RawConfig;
+use crate::auth::origin::OriginPolicy;
+use crate::auth::sign::{KeyAlgorithm, KeySpec, Signer};
+use crate::auth::{AuthConfig, AuthSettings, Verifier};
 use crate::checks::Registry;
 use crate::model::bayes::BayesParams;
 use crate::model::bayes_live::BayesLive;
@@ -84,6 +87,8 @@ pub struct Config {
     pub autolearn: Option<(f64, f64)>,
     /// The ONNX model, validated and optimised, when enabled.
     pub model: Option<Arc<OnnxModel>>,
+    /// Sender authentication and DKIM signing.
+    pub auth: AuthConfig,
 }
 
 impl Config {
@@ -132,8 +137,11 @@ impl Config {
                 "log" => section!(log),
                 "bayes" => section!(bayes),
                 "model" => section!(model),
+                "auth" => section!(auth),
+                "origin" => section!(origin),
+                "dkim" => section!(dkim),
                 _ => problems.push(format!(
-                    "unknown section or key `{key}` (known: server, next_hop, scan, levels, scores, log, bayes, model)"
+                    "unknown section or key `{key}` (known: server, next_hop, scan, levels, scores, log, bayes, model, auth, origin, dkim)"
                 )),
             }
         }
@@ -346,6 +354,8 @@ impl Config {
             None
         };
 
+        let auth = build_auth(&raw, &hostname, &mut p);
+
         if !p.is_empty() {
             return Err(ConfigError { problems: p });
         }
@@ -398,7 +408,133 @@ impl Config {
                 .autolearn
                 .then_some((b.autolearn_ham_below, b.autolearn_spam_above)),
             model,
+            auth,
         })
+    }
+}
+
+/// `[auth]`, `[origin]` and `[dkim]`: the verifier (resolver), the origin policy and the
+/// signing keys (each read and checked against its algorithm now, not at the first message).
+fn build_auth(raw: &RawConfig, hostname: &str, p: &mut Vec<String>) -> AuthConfig {
+    let a = &raw.auth;
+    let networks: Vec<IpNet> = raw
+        .origin
+        .networks
+        .iter()
+        .filter_map(|n| {
+            n.parse::<IpNet>()
+                .or_else(|_| n.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    p.push(format!(
+                        "origin.networks: `{n}` is not a network (CIDR) or IP"
+                    ))
+                })
+                .ok()
+        })
+        .collect();
+    let nameservers: Vec<SocketAddr> = a
+        .nameservers
+        .iter()
+        .filter_map(|n| {
+            n.parse::<SocketAddr>()
+                .or_else(|_| {
+                    n.parse::<std::net::IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| p.push(format!("auth.nameservers: `{n}` is not an IP or IP:port")))
+                .ok()
+        })
+        .collect();
+    let authserv_id = if a.authserv_id.is_empty() {
+        hostname.to_string()
+    } else {
+        a.authserv_id.clone()
+    };
+    if !is_hostname(&authserv_id) {
+        p.push(format!(
+            "auth.authserv_id: `{authserv_id}` is not a host name (RFC 8601 wants a domain name)"
+        ));
+    }
+    if a.budget_ms == 0 {
+        p.push("auth.budget_ms: must be greater than 0".into());
+    }
+    if a.dns_timeout_ms == 0 {
+        p.push("auth.dns_timeout_ms: must be greater than 0".into());
+    }
+    if a.dns_attempts == 0 {
+        p.push("auth.dns_attempts: must be at least 1".into());
+    }
+    let d = &raw.dkim;
+    if !d.keys.is_empty() && !d.headers.iter().any(|h| h.eq_ignore_ascii_case("From")) {
+        p.push("dkim.headers: must include From (RFC 6376 section 5.4)".into());
+    }
+    let mut specs = vec![];
+    for (i, k) in d.keys.iter().enumerate() {
+        let Some(algorithm) = KeyAlgorithm::parse(&k.algorithm) else {
+            p.push(format!(
+                "dkim.keys[{i}].algorithm: `{}` is neither rsa nor ed25519",
+                k.algorithm
+            ));
+            continue;
+        };
+        if !is_hostname(&k.domain) {
+            p.push(format!(
+                "dkim.keys[{i}].domain: `{}` is not a domain",
+                k.domain
+            ));
+        }
+        if !is_hostname(&k.selector) {
+            p.push(format!(
+                "dkim.keys[{i}].selector: `{}` is not a DNS label",
+                k.selector
+            ));
+        }
+        specs.push(KeySpec {
+            domain: k.domain.clone(),
+            selector: k.selector.clone(),
+            algorithm,
+            key_file: PathBuf::from(&k.key_file),
+        });
+    }
+    let signer = if specs.is_empty() {
+        None
+    } else {
+        match Signer::load(&specs, &d.headers) {
+            Ok(s) => Some(Arc::new(s)),
+            Err(problems) => {
+                p.extend(problems);
+                None
+            }
+        }
+    };
+    let verifier = if a.enabled && p.is_empty() {
+        match Verifier::new(AuthSettings {
+            authserv_id,
+            budget: Duration::from_millis(a.budget_ms),
+            nameservers,
+            dns_timeout: Duration::from_millis(a.dns_timeout_ms),
+            dns_attempts: a.dns_attempts,
+            cache_size: a.cache_size,
+        }) {
+            Ok(v) => Some(Arc::new(v)),
+            Err(e) => {
+                p.push(format!("auth: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    AuthConfig {
+        verifier,
+        signer,
+        origin: OriginPolicy {
+            networks,
+            local: raw.origin.local,
+            authenticated: raw.origin.authenticated,
+        },
+        trusted_hops: a.trusted_hops,
+        verify_originating: a.verify_originating,
     }
 }
 

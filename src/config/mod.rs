@@ -29,6 +29,134 @@ pub struct RawConfig {
     pub bayes: RawBayes,
     /// `[model]`
     pub model: RawModel,
+    /// `[auth]`
+    pub auth: RawAuth,
+    /// `[origin]`
+    pub origin: RawOrigin,
+    /// `[dkim]`
+    pub dkim: RawDkim,
+}
+
+/// `[auth]`: SPF, DKIM, DMARC and ARC verification of inbound mail.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    /// Verify senders and add an Authentication-Results header.
+    pub enabled: bool,
+    /// The authserv-id of our Authentication-Results header; empty = the server host name.
+    /// Incoming Authentication-Results headers claiming it are removed (forgeries).
+    pub authserv_id: String,
+    /// One time budget for all DNS work of a message, milliseconds; what is left undone
+    /// becomes a temperror result.
+    pub budget_ms: u64,
+    /// Nameservers as IP or IP:port; empty = the system resolver (/etc/resolv.conf).
+    pub nameservers: Vec<String>,
+    /// Timeout of one DNS query, milliseconds.
+    pub dns_timeout_ms: u64,
+    /// Tries per DNS query.
+    pub dns_attempts: usize,
+    /// DNS answers cached (each for its TTL).
+    pub cache_size: u64,
+    /// Without XFORWARD, the client is read from this Received header (1 = the topmost,
+    /// added by the Postfix in front of filterd; 0 = never).
+    pub trusted_hops: usize,
+    /// Also verify mail that `[origin]` calls originating (outbound).
+    pub verify_originating: bool,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        RawAuth {
+            enabled: true,
+            authserv_id: String::new(),
+            budget_ms: 3000,
+            nameservers: vec![],
+            dns_timeout_ms: 1000,
+            dns_attempts: 2,
+            cache_size: 10_000,
+            trusted_hops: 1,
+            verify_originating: false,
+        }
+    }
+}
+
+/// `[origin]`: which mail is ours (originating, outbound): it is DKIM-signed and not
+/// verified as inbound mail.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOrigin {
+    /// Client networks (CIDR) whose mail is ours, e.g. the office LAN or a webmail host.
+    pub networks: Vec<String>,
+    /// Mail Postfix picked up locally (sendmail; XFORWARD SOURCE=LOCAL).
+    pub local: bool,
+    /// Mail from clients that authenticated (the trusted Received header says ESMTPA/ESMTPSA).
+    pub authenticated: bool,
+}
+
+impl Default for RawOrigin {
+    fn default() -> Self {
+        RawOrigin {
+            networks: vec![],
+            local: true,
+            authenticated: true,
+        }
+    }
+}
+
+/// `[dkim]`: DKIM signing of originating mail.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDkim {
+    /// Header fields to sign (each one present is signed; From always).
+    pub headers: Vec<String>,
+    /// Signing keys, one `[[dkim.keys]]` table per domain and selector. Originating mail
+    /// is signed with the key of its From domain, or of the nearest parent domain.
+    pub keys: Vec<RawDkimKey>,
+}
+
+impl Default for RawDkim {
+    fn default() -> Self {
+        RawDkim {
+            headers: [
+                "From",
+                "Reply-To",
+                "Subject",
+                "Date",
+                "Message-ID",
+                "To",
+                "Cc",
+                "MIME-Version",
+                "Content-Type",
+                "Content-Transfer-Encoding",
+                "In-Reply-To",
+                "References",
+                "List-Unsubscribe",
+                "List-Unsubscribe-Post",
+            ]
+            .map(String::from)
+            .to_vec(),
+            keys: vec![],
+        }
+    }
+}
+
+/// One `[[dkim.keys]]` table.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawDkimKey {
+    /// The signing domain (`d=`).
+    pub domain: String,
+    /// The selector (`s=`): the key's DNS record is at `SELECTOR._domainkey.DOMAIN`.
+    pub selector: String,
+    /// `rsa` (rsa-sha256) or `ed25519` (ed25519-sha256).
+    #[serde(default = "default_algorithm")]
+    pub algorithm: String,
+    /// The private key, PEM (as `filterd dkim-keygen` writes it).
+    pub key_file: String,
+}
+
+fn default_algorithm() -> String {
+    "rsa".into()
 }
 
 /// `[model]`: the ONNX model check.

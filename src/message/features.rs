@@ -84,6 +84,8 @@ pub struct Features<'m> {
     pub tokens: Option<crate::message::tokenize::Tokens>,
     /// The ONNX model's input, when asked for.
     pub model_input: Option<crate::model::onnx::Featurised>,
+    /// Sender authentication results, when verification ran (set by the pipeline).
+    pub auth: Option<crate::auth::AuthVerdict>,
 }
 
 impl<'m> Features<'m> {
@@ -139,6 +141,7 @@ impl<'m> Features<'m> {
             now,
             tokens: None,
             model_input: None,
+            auth: None,
         };
         let Some(msg) = MessageParser::default().parse(raw) else {
             if tokens {

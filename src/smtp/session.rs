@@ -55,6 +55,16 @@ pub enum Outcome {
 pub trait MessageFilter: Send + Sync + 'static {
     /// What the filter found, kept for the log line.
     type Verdict: Send + 'static;
+    /// What the network-bound step before the scan found (sender authentication).
+    type Prepared: Send + Sync + 'static;
+
+    /// Network-bound work before the scan (DNS for SPF, DKIM, DMARC, ARC). Runs on the
+    /// session's task and must bound its own time.
+    fn prepare(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> impl std::future::Future<Output = Self::Prepared> + Send;
 
     /// Scan one message and say how to rewrite it. Runs on a blocking thread.
     fn scan(
@@ -62,13 +72,14 @@ pub trait MessageFilter: Send + Sync + 'static {
         envelope: &Envelope,
         message: &[u8],
         mail_id: &str,
+        prepared: &Self::Prepared,
     ) -> Result<(Rewrite, Self::Verdict), String>;
 
     /// True when scanning a message of `size` bytes is cheap enough (tens of microseconds)
     /// to run right on the session's task; handing it to a blocking thread costs more than
     /// the scan then. Heavy work (big messages, models) goes to the blocking pool.
-    fn scan_inline(&self, size: usize) -> bool {
-        let _ = size;
+    fn scan_inline(&self, size: usize, prepared: &Self::Prepared) -> bool {
+        let _ = (size, prepared);
         false
     }
 
@@ -545,19 +556,29 @@ where
         let mail_id = new_mail_id();
         let message: Arc<[u8]> = message.into();
         let size = message.len();
-        let guarded = |filter: &F, env: &Envelope, msg: &[u8], id: &str| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| filter.scan(env, msg, id)))
+        let prepared = Arc::new(self.filter.prepare(&envelope, &message).await);
+        let guarded = |filter: &F, env: &Envelope, msg: &[u8], id: &str, pre: &F::Prepared| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                filter.scan(env, msg, id, pre)
+            }))
         };
-        let scan = if self.filter.scan_inline(size) {
-            Ok(Ok(guarded(&self.filter, &envelope, &message, &mail_id)))
+        let scan = if self.filter.scan_inline(size, &prepared) {
+            Ok(Ok(guarded(
+                &self.filter,
+                &envelope,
+                &message,
+                &mail_id,
+                &prepared,
+            )))
         } else {
             let filter = self.filter.clone();
             let env = envelope.clone();
             let msg = message.clone();
             let id = mail_id.clone();
+            let pre = prepared.clone();
             tokio::time::timeout(
                 self.cfg.scan_budget,
-                tokio::task::spawn_blocking(move || guarded(&filter, &env, &msg, &id)),
+                tokio::task::spawn_blocking(move || guarded(&filter, &env, &msg, &id, &pre)),
             )
             .await
         };

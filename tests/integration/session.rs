@@ -192,8 +192,11 @@ struct BadFilter(&'static str);
 
 impl MessageFilter for BadFilter {
     type Verdict = ();
+    type Prepared = ();
 
-    fn scan(&self, _: &Envelope, msg: &[u8], _: &str) -> Result<(Rewrite, ()), String> {
+    async fn prepare(&self, _: &Envelope, _: &[u8]) {}
+
+    fn scan(&self, _: &Envelope, msg: &[u8], _: &str, _: &()) -> Result<(Rewrite, ()), String> {
         match self.0 {
             "slow" => std::thread::sleep(Duration::from_millis(1500)),
             "panic" => panic!("scan exploded"),

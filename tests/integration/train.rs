@@ -450,9 +450,12 @@ fn corpus_evaluation_keeps_the_recorded_accuracy() {
         model.0 <= 0.03 && model.1 >= 98.0,
         "model below its goals {model:?}:\n{out}"
     );
+    // Combined ranks better than each part (1-ROCA) and recalls at least as much at
+    // 0.1% FP. (Recall was strictly better, 99.0 vs 98.8, until mail-auth switched on
+    // mail-parser's full charset decoding; see README "Accuracy".)
     for part in [bayes, model] {
         assert!(
-            combined.0 < part.0 && combined.1 > part.1,
+            combined.0 < part.0 && combined.1 >= part.1,
             "combined {combined:?} not better than a part {part:?}:\n{out}"
         );
     }

@@ -1,6 +1,7 @@
 //! Test helpers: a filterd process on ephemeral ports, a plain SMTP client, fixtures.
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod sink;
 
 use std::io::BufRead;
@@ -35,7 +36,7 @@ impl Filterd {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("filterd.toml");
         // Never read a real installation's Bayes store.
-        let config = if config.contains("[bayes]") {
+        let mut config = if config.contains("[bayes]") {
             config.to_string()
         } else {
             format!(
@@ -43,6 +44,10 @@ impl Filterd {
                 dir.path().join("state").display()
             )
         };
+        // Never ask the machine's resolver: tests that verify senders serve their own zones.
+        if !config.contains("[auth]") {
+            config.push_str("\n[auth]\nenabled = false\n");
+        }
         std::fs::write(&path, config).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_filterd"))
             .arg("--config")
@@ -216,8 +221,23 @@ impl Client {
     /// A whole transaction: EHLO, MAIL, RCPTs, DATA with `message` dot-stuffed; returns the
     /// reply to the end of DATA.
     pub async fn send_message(&mut self, from: &str, rcpts: &[&str], message: &[u8]) -> String {
+        self.send_message_after(&[], from, rcpts, message).await
+    }
+
+    /// [`Client::send_message`] with `commands` (e.g. XFORWARD) sent after EHLO.
+    pub async fn send_message_after(
+        &mut self,
+        commands: &[&str],
+        from: &str,
+        rcpts: &[&str],
+        message: &[u8],
+    ) -> String {
         let r = self.cmd("EHLO client.test").await;
         assert!(r.starts_with("250"), "{r}");
+        for c in commands {
+            let r = self.cmd(c).await;
+            assert!(r.starts_with("250"), "{c}: {r}");
+        }
         let r = self.cmd(&format!("MAIL FROM:<{from}>")).await;
         assert!(r.starts_with("250"), "MAIL: {r}");
         for rcpt in rcpts {
