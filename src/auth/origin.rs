@@ -66,14 +66,16 @@ impl Origin {
             .xforward
             .get(XforwardAttr::Source)
             .is_some_and(|s| s.eq_ignore_ascii_case("LOCAL"));
+        let forwarded_helo = || {
+            env.xforward
+                .get(XforwardAttr::Helo)
+                .unwrap_or_default()
+                .to_string()
+        };
         if let Some(ip) = env.xforward.addr() {
             return Origin {
                 ip: Some(ip),
-                helo: env
-                    .xforward
-                    .get(XforwardAttr::Helo)
-                    .unwrap_or_default()
-                    .to_string(),
+                helo: forwarded_helo(),
                 local,
                 authenticated,
                 source: "xforward",
@@ -94,11 +96,7 @@ impl Origin {
             },
             None => Origin {
                 ip: None,
-                helo: env
-                    .xforward
-                    .get(XforwardAttr::Helo)
-                    .unwrap_or_default()
-                    .to_string(),
+                helo: forwarded_helo(),
                 local,
                 authenticated,
                 source: "none",

@@ -175,20 +175,7 @@ impl Config {
         if s.listen.is_empty() && s.lmtp_listen.is_empty() {
             p.push("server.listen: no listen address (and no lmtp_listen)".into());
         }
-        let allow_clients: Vec<IpNet> = s
-            .allow_clients
-            .iter()
-            .filter_map(|n| {
-                n.parse::<IpNet>()
-                    .or_else(|_| n.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .map_err(|_| {
-                        p.push(format!(
-                            "server.allow_clients: `{n}` is not a network (CIDR) or IP"
-                        ))
-                    })
-                    .ok()
-            })
-            .collect();
+        let allow_clients = networks("server.allow_clients", &s.allow_clients, &mut p);
         let positive = |key: &str, v: u64, p: &mut Vec<String>| {
             if v == 0 {
                 p.push(format!("{key}: must be greater than 0"));
@@ -413,25 +400,23 @@ impl Config {
     }
 }
 
+/// Networks in CIDR form (a bare IP is a /32 or /128); each bad one is a problem under `key`.
+fn networks(key: &str, list: &[String], p: &mut Vec<String>) -> Vec<IpNet> {
+    list.iter()
+        .filter_map(|n| {
+            n.parse::<IpNet>()
+                .or_else(|_| n.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| p.push(format!("{key}: `{n}` is not a network (CIDR) or IP")))
+                .ok()
+        })
+        .collect()
+}
+
 /// `[auth]`, `[origin]` and `[dkim]`: the verifier (resolver), the origin policy and the
 /// signing keys (each read and checked against its algorithm now, not at the first message).
 fn build_auth(raw: &RawConfig, hostname: &str, p: &mut Vec<String>) -> AuthConfig {
     let a = &raw.auth;
-    let networks: Vec<IpNet> = raw
-        .origin
-        .networks
-        .iter()
-        .filter_map(|n| {
-            n.parse::<IpNet>()
-                .or_else(|_| n.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    p.push(format!(
-                        "origin.networks: `{n}` is not a network (CIDR) or IP"
-                    ))
-                })
-                .ok()
-        })
-        .collect();
+    let origin_networks = networks("origin.networks", &raw.origin.networks, p);
     let nameservers: Vec<SocketAddr> = a
         .nameservers
         .iter()
@@ -529,7 +514,7 @@ fn build_auth(raw: &RawConfig, hostname: &str, p: &mut Vec<String>) -> AuthConfi
         verifier,
         signer,
         origin: OriginPolicy {
-            networks,
+            networks: origin_networks,
             local: raw.origin.local,
             authenticated: raw.origin.authenticated,
         },
