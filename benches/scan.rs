@@ -100,9 +100,8 @@ fn scan(c: &mut Criterion) {
     });
     g.bench_function("whole_scan_5k", |b| {
         b.iter(|| {
-            let (rewrite, verdict) =
-                pipeline.scan_at(&env, black_box(&msg), "AbCdEf123456", 1_795_442_400);
-            black_box((rewrite.len(), verdict.score))
+            let d = pipeline.scan_at(&env, black_box(&msg), "AbCdEf123456", 1_795_442_400);
+            black_box((d.parts.len(), d.verdict.parts[0].verdict.score))
         })
     });
     g.finish();

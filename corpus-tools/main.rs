@@ -467,7 +467,11 @@ fn evaluate(
             ),
             None => 0.0,
         };
-        let score = |p: &Pipeline| p.scan_at(&env, &it.raw, "corpustools1", 0).1.score;
+        let score = |p: &Pipeline| {
+            p.scan_at(&env, &it.raw, "corpustools1", 0).verdict.parts[0]
+                .verdict
+                .score
+        };
         let c = score(&full);
         for (s, v) in
             scores

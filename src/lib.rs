@@ -5,7 +5,8 @@
 //! Postfix smtp client --SMTP/LMTP--> filterd :10024
 //!    session (ESMTP + XFORWARD; envelope relayed as it arrives) -> parse (mail-parser)
 //!    -> features (once) -> checks (headers, ...) -> verdict (score, hits)
-//!    -> action: tag (byte-level X-Spam-* headers)
+//!    -> policy per recipient -> action: tag | quarantine | discard | reject
+//!       (recipients with different outcomes become separate next-hop transactions)
 //!    -> relay (SMTP client) --> Postfix :10025 (reinjection)
 //!    -> the reply to Postfix mirrors what really happened downstream
 //! ```
@@ -19,7 +20,8 @@
 //! - [`auth`]: SPF/DKIM/DMARC/ARC verification under one DNS budget, DKIM signing.
 //! - [`checks`]: one check per file behind one trait; the registry fixes their order.
 //! - [`verdict`]: hits x scores -> score, category and the X-Spam-* headers.
-//! - [`action`]: what is done to the message (tagging today).
+//! - [`policy`]: policy banks, destinies, allow/block lists, the outbound guard.
+//! - [`action`]: what is done to the message: tagging, the quarantine store.
 //! - [`pipeline`]: the order of the steps for one message.
 //! - [`logline`]: the amavis-compatible per-message log line.
 //! - [`model`]: trained models (Bayes, ONNX) shared by the daemon and the CLIs (to come).
@@ -38,6 +40,7 @@ pub mod logline;
 pub mod message;
 pub mod model;
 pub mod pipeline;
+pub mod policy;
 pub mod server;
 pub mod smtp;
 pub mod verdict;

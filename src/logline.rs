@@ -1,45 +1,74 @@
 //! The one info line per message, in the order of amavisd-new's `Passed CLEAN` line so
 //! existing log tools keep matching `Passed|Blocked <CATEGORY>`, `Hits:` and `queued_as:`.
 
+use crate::pipeline::{Judgement, PartJudgement};
 use crate::smtp::envelope::XforwardAttr;
 use crate::smtp::session::{MessageRecord, Outcome};
-use crate::verdict::{Verdict, format_score};
+use crate::verdict::format_score;
 use std::fmt::Write as _;
 
-/// Render the line (without any logger prefix).
-pub fn render(r: &MessageRecord<'_, Verdict>) -> String {
+/// Render the line of one part (without any logger prefix).
+pub fn render(r: &MessageRecord<'_, Judgement>) -> String {
     let env = r.envelope;
-    let category = r.verdict.map_or("UNCHECKED", |v| v.category().as_str());
-    let tagged = r.verdict.is_some_and(|v| v.is_spam());
-    let (verb, actions) = match r.outcome {
-        Outcome::Relayed { .. } if tagged => ("Passed", "RelayedTaggedInbound"),
-        Outcome::Relayed { .. } => ("Passed", "RelayedInbound"),
-        Outcome::Rejected(_) => ("Blocked", "RejectedInbound"),
-        Outcome::TempFailed(_) => ("Deferred", "TempFailedInbound"),
+    let part: Option<&PartJudgement> = r.verdict.zip(r.part).and_then(|(j, i)| j.parts.get(i));
+    let category = match part {
+        Some(p) if p.reason == Some("ratelimit") => "RATELIMIT",
+        Some(p) => p.verdict.category().as_str(),
+        None => "UNCHECKED",
+    };
+    let tagged = part.is_some_and(|p| p.verdict.is_spam());
+    let direction = if r.verdict.is_some_and(|j| j.originating) {
+        "Outbound"
+    } else {
+        "Inbound"
+    };
+    let (verb, action) = match r.outcome {
+        Outcome::Relayed { .. } if tagged => ("Passed", "RelayedTagged"),
+        Outcome::Relayed { .. } => ("Passed", "Relayed"),
+        Outcome::Discarded => ("Blocked", "Discarded"),
+        Outcome::Rejected(_) => ("Blocked", "Rejected"),
+        Outcome::TempFailed(_) => ("Deferred", "TempFailed"),
+    };
+    let quarantined = if r.quarantine.is_some() {
+        ",Quarantined"
+    } else {
+        ""
     };
     let mut s = String::with_capacity(256);
     let _ = write!(
         s,
-        "{verb} {category} {{{actions}}}, [{}]:{}",
+        "{verb} {category} {{{action}{direction}{quarantined}}}, [{}]:{}",
         env.peer.ip(),
         env.peer.port()
     );
     if let Some(ip) = env.xforward.addr() {
         let _ = write!(s, " [{ip}]");
     }
-    let rcpts: Vec<String> = env
+    let rcpts: Vec<String> = r
         .recipients
         .iter()
+        .filter_map(|&i| env.recipients.get(i))
         .map(|r| format!("<{}>", r.address))
         .collect();
     let _ = write!(s, " <{}> -> {}", env.sender, rcpts.join(","));
+    if let Some(q) = r.quarantine {
+        let _ = write!(s, ", quarantine: {q}");
+    }
+    if let Some(p) = part
+        && (p.policy != "default" || r.verdict.is_some_and(|j| j.parts.len() > 1))
+    {
+        let _ = write!(s, ", policy: {}", p.policy);
+    }
+    if let Some(d) = part.and_then(|p| p.detail.as_deref()) {
+        let _ = write!(s, ", ratelimit: {d}");
+    }
     if let Some(id) = env.xforward.get(XforwardAttr::Ident) {
         let _ = write!(s, ", Queue-ID: {id}");
     }
-    if let Some(mid) = r.verdict.and_then(|v| v.message_id.as_deref()) {
+    if let Some(mid) = part.and_then(|p| p.verdict.message_id.as_deref()) {
         let _ = write!(s, ", Message-ID: {mid}");
     }
-    let hits = r.verdict.map_or("-".to_string(), |v| format_score(v.score));
+    let hits = part.map_or("-".to_string(), |p| format_score(p.verdict.score));
     let _ = write!(
         s,
         ", mail_id: {}, Hits: {hits}, size: {}",
@@ -49,7 +78,7 @@ pub fn render(r: &MessageRecord<'_, Verdict>) -> String {
         Outcome::Relayed { queued_as: Some(q) } => {
             let _ = write!(s, ", queued_as: {q}");
         }
-        Outcome::Relayed { queued_as: None } => {}
+        Outcome::Relayed { queued_as: None } | Outcome::Discarded => {}
         Outcome::Rejected(reply) => {
             let _ = write!(s, ", reply: {}", reply.one_line());
         }
@@ -62,14 +91,16 @@ pub fn render(r: &MessageRecord<'_, Verdict>) -> String {
 }
 
 /// Emit the line through tracing: info for delivered mail, warn otherwise.
-pub fn log(r: &MessageRecord<'_, Verdict>) {
+pub fn log(r: &MessageRecord<'_, Judgement>) {
     let line = render(r);
     match r.outcome {
-        Outcome::Relayed { .. } => tracing::info!(target: "filterd::message", "{line}"),
+        Outcome::Relayed { .. } | Outcome::Discarded => {
+            tracing::info!(target: "filterd::message", "{line}")
+        }
         _ => tracing::warn!(target: "filterd::message", "{line}"),
     }
-    if let Some(v) = r.verdict {
-        for (name, score) in &v.hits {
+    if let Some(p) = r.verdict.zip(r.part).and_then(|(j, i)| j.parts.get(i)) {
+        for (name, score) in &p.verdict.hits {
             tracing::debug!(mail_id = r.mail_id, hit = name, score, "hit");
         }
     }

@@ -1,21 +1,31 @@
 //! The only place that knows the order of the steps for one message:
-//! 0. origin + sender authentication (async, DNS under one budget: [`Pipeline::prepare`]);
-//! 1. features (parse once); 2. checks; 3. verdict; 4. tag (byte-level headers);
-//! 5. DKIM signature for originating mail, over the message as it will leave.
+//! 0. origin, policy per recipient, outbound guard, sender authentication (async, DNS under
+//!    one budget: [`Pipeline::prepare`]);
+//! 1. features (parse once); 2. checks (those some recipient's policy wants);
+//! 3. a verdict per policy (its levels, skipped checks, allow/block lists);
+//! 4. a decision per policy (pass, discard, reject; quarantine copy);
+//! 5. tag (byte-level headers, subject tag) and DKIM-sign what will be relayed;
+//! 6. recipients with the same outcome are merged into one part.
 //!
-//! The session calls it after DATA and relays what it returns.
+//! The session calls it after DATA and carries out the parts.
 
+use crate::action::quarantine::{Entry, EntryHit, Quarantine, unix};
 use crate::auth::origin::Origin;
-use crate::auth::{AuthConfig, AuthVerdict, claims_authserv_id};
+use crate::auth::{AuthConfig, AuthResult, AuthVerdict, DmarcVerdict, claims_authserv_id};
 use crate::checks::Registry;
-use crate::config::{Config, Levels};
+use crate::config::Config;
 use crate::message::Features;
 use crate::message::HeaderBlock;
-use crate::smtp::envelope::Envelope;
+use crate::policy::guard::Keys;
+use crate::policy::lists::Subject;
+use crate::policy::{Destiny, Guard, Policies, Policy};
+use crate::smtp::envelope::{Body, Envelope, XforwardAttr};
+use crate::smtp::reply::Reply;
 use crate::smtp::rewrite::Rewrite;
-use crate::smtp::session::{MessageFilter, MessageRecord};
+use crate::smtp::session::{Action, Disposition, MessageFilter, MessageRecord, Part};
 use crate::verdict::Verdict;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Messages up to this size are scanned on the session's task when only the header checks
 /// run (see `scan_inline`); with Bayes voting every scan goes to the blocking pool.
@@ -24,13 +34,15 @@ const INLINE_SCAN_LIMIT: usize = 256 * 1024;
 /// Everything needed to scan a message; shared by all sessions.
 pub struct Pipeline {
     registry: Registry,
-    bayes: Option<std::sync::Arc<crate::model::bayes_live::BayesLive>>,
+    bayes: Option<Arc<crate::model::bayes_live::BayesLive>>,
     scores: BTreeMap<&'static str, f64>,
-    levels: Levels,
     hostname: String,
     autolearn: Option<(f64, f64)>,
     model: bool,
     auth: AuthConfig,
+    policies: Arc<Policies>,
+    guard: Guard,
+    quarantine: Option<Quarantine>,
 }
 
 /// What [`Pipeline::prepare`] found before the scan.
@@ -42,6 +54,39 @@ pub struct Prepared {
     pub originating: bool,
     /// Sender authentication, when it ran.
     pub auth: Option<AuthVerdict>,
+    /// The policy of each recipient (index into the policies; missing = default).
+    pub policies: Vec<usize>,
+    /// Policies whose outbound rate limit this message is over, with the key.
+    pub over_limit: Vec<(usize, String)>,
+}
+
+/// What the pipeline found, for the log lines and the quarantine: one entry per part of
+/// the disposition.
+#[derive(Debug, Clone)]
+pub struct Judgement {
+    /// One per part, in the same order.
+    pub parts: Vec<PartJudgement>,
+    /// The Subject header (decoded), for the quarantine.
+    pub subject: Option<String>,
+    /// Outbound mail (logged `...Outbound`).
+    pub originating: bool,
+}
+
+/// The verdict and decision for one part.
+#[derive(Debug, Clone)]
+pub struct PartJudgement {
+    /// The policy that decided.
+    pub policy: String,
+    /// The score under that policy.
+    pub verdict: Verdict,
+    /// At or above kill, or held by the guard.
+    pub blocked: bool,
+    /// Why it is held or blocked: `spam`, `ratelimit`.
+    pub reason: Option<&'static str>,
+    /// For `ratelimit`: the key over its limit.
+    pub detail: Option<String>,
+    /// A quarantine copy is kept.
+    pub quarantine: bool,
 }
 
 impl Pipeline {
@@ -52,47 +97,91 @@ impl Pipeline {
             model: cfg.model.is_some(),
             bayes: cfg.bayes.clone(),
             scores: cfg.scores.clone(),
-            levels: cfg.levels,
             hostname: cfg.hostname.clone(),
             autolearn: cfg.autolearn,
             auth: cfg.auth.clone(),
+            policies: cfg.policies.clone(),
+            guard: Guard::default(),
+            quarantine: cfg.quarantine.as_ref().map(|q| q.store.clone()),
         }
     }
 
-    /// Find the origin and verify the sender (SPF, DKIM, DMARC, ARC) within the DNS budget.
-    pub async fn prepare(&self, env: &Envelope, msg: &[u8]) -> Prepared {
-        if self.auth.verifier.is_none() && self.auth.signer.is_none() {
-            return Prepared::default();
-        }
+    /// The policies.
+    pub fn policies(&self) -> &Policies {
+        &self.policies
+    }
+
+    /// Origin and the policy of each recipient: no I/O.
+    fn locate(&self, env: &Envelope, msg: &[u8]) -> Prepared {
         let headers = HeaderBlock::parse(msg);
         let origin = Origin::find(env, msg, &headers, self.auth.trusted_hops);
         let originating = self.auth.origin.is_originating(&origin);
-        let auth = match &self.auth.verifier {
-            Some(v) if !originating || self.auth.verify_originating => {
-                Some(v.verify(msg, &origin, &env.sender).await)
-            }
-            _ => None,
-        };
+        let policies = env
+            .recipients
+            .iter()
+            .map(|r| self.policies.select(&r.address, origin.ip, originating))
+            .collect();
         Prepared {
             origin,
             originating,
-            auth,
+            auth: None,
+            policies,
+            over_limit: vec![],
         }
+    }
+
+    /// Find the origin and the policies, count originating mail against the outbound
+    /// guard, and verify the sender (SPF, DKIM, DMARC, ARC) within the DNS budget.
+    pub async fn prepare(&self, env: &Envelope, msg: &[u8]) -> Prepared {
+        let mut prepared = self.locate(env, msg);
+        if prepared.originating {
+            let keys = Keys {
+                user: prepared.origin.sasl_user.clone(),
+                sender: (!env.sender.is_empty()).then(|| env.sender.to_ascii_lowercase()),
+                client: prepared
+                    .origin
+                    .ip
+                    .filter(|_| !prepared.origin.local)
+                    .map(|ip| ip.to_string()),
+            };
+            let mut seen = vec![];
+            for &p in &prepared.policies {
+                if seen.contains(&p) {
+                    continue;
+                }
+                seen.push(p);
+                let policy = &self.policies.all[p];
+                if let Some(limit) = &policy.rate_limit
+                    && let Some(key) = self.guard.check(&policy.name, limit, &keys)
+                {
+                    prepared.over_limit.push((p, key));
+                }
+            }
+        }
+        prepared.auth = match &self.auth.verifier {
+            Some(v) if !prepared.originating || self.auth.verify_originating => {
+                Some(v.verify(msg, &prepared.origin, &env.sender).await)
+            }
+            _ => None,
+        };
+        prepared
     }
 
     fn signs(&self, prepared: &Prepared) -> bool {
         prepared.originating && self.auth.signer.is_some()
     }
 
-    /// Scan one message as of `now` (Unix seconds), without sender authentication.
+    /// Scan one message as of `now` (Unix seconds), without sender authentication or the
+    /// outbound guard.
     pub fn scan_at(
         &self,
         env: &Envelope,
         msg: &[u8],
         mail_id: &str,
         now: i64,
-    ) -> (Rewrite, Verdict) {
-        self.scan_prepared(env, msg, mail_id, now, &Prepared::default())
+    ) -> Disposition<Judgement> {
+        let prepared = self.locate(env, msg);
+        self.scan_prepared(env, msg, mail_id, now, &prepared)
     }
 
     /// Scan one message as of `now` (Unix seconds) with what [`Pipeline::prepare`] found.
@@ -103,31 +192,160 @@ impl Pipeline {
         mail_id: &str,
         now: i64,
         prepared: &Prepared,
-    ) -> (Rewrite, Verdict) {
+    ) -> Disposition<Judgement> {
+        let all = &self.policies.all;
+        let default = all.len() - 1;
+        let policy_of: Vec<usize> = (0..env.recipients.len().max(1))
+            .map(|i| prepared.policies.get(i).copied().unwrap_or(default))
+            .collect();
+        let mut distinct: Vec<usize> = vec![];
+        for &p in &policy_of {
+            if !distinct.contains(&p) {
+                distinct.push(p);
+            }
+        }
+        let skipped_by_all = |check: &str| {
+            distinct
+                .iter()
+                .all(|&p| all[p].skip_checks.iter().any(|c| c == check))
+        };
         // 1. features (Bayes tokens only when Bayes can vote or may learn)
         let mut features = Features::extract_with(
             msg,
             now,
-            self.autolearn.is_some() || self.bayes_ready(),
-            self.model,
+            (self.autolearn.is_some() || self.bayes_ready()) && !skipped_by_all("bayes"),
+            self.model && !skipped_by_all("model"),
         );
         features.auth = prepared.auth.clone();
         // 2. checks
-        let hits = self.registry.run(&features);
-        // 3. verdict
-        let mut verdict = Verdict::new(&hits, &self.scores, self.levels);
-        verdict.message_id = features.message_id.clone();
-        let autolearn = self.autolearn(&features, &verdict);
-        // 4. tag: our Authentication-Results (forged ones claiming our id are dropped),
-        //    the X-Spam-* headers and our Received line, all at the byte level.
-        let mut prefix = String::new();
+        let hits = self.registry.run_except(&features, skipped_by_all);
+        // 3. a verdict per policy
+        let from_domain = features
+            .from
+            .as_ref()
+            .and_then(|f| f.domain())
+            .map(str::to_ascii_lowercase);
+        let listed = Subject {
+            sender: &env.sender,
+            from_domain: from_domain.as_deref(),
+            from_authenticated: from_authenticated(
+                prepared.auth.as_ref(),
+                from_domain.as_deref(),
+                &env.sender,
+            ),
+            client: prepared.origin.ip,
+        };
+        let verdicts: Vec<Verdict> = distinct
+            .iter()
+            .map(|&p| {
+                let policy = &all[p];
+                let mut v = Verdict::without(&hits, &self.scores, policy.levels, |n| {
+                    policy.skipped_hits.contains(n)
+                });
+                v.message_id = features.message_id.clone();
+                let (allow, block) = policy.lists.check(&listed);
+                v.apply_lists(&allow, &block);
+                v
+            })
+            .collect();
+        let autolearn = self.autolearn(&features, &verdicts[0]);
+        // 4.-6. decide, tag, merge
+        let mut parts: Vec<Part> = vec![];
+        let mut judged: Vec<PartJudgement> = vec![];
+        for (&p, verdict) in distinct.iter().zip(verdicts) {
+            let policy = &all[p];
+            let mut decision = policy.decide(&verdict);
+            let mut reason = decision.blocked.then_some("spam");
+            let detail = prepared
+                .over_limit
+                .iter()
+                .find(|(q, _)| *q == p)
+                .map(|(_, k)| k.clone());
+            if detail.is_some() {
+                decision.destiny = Destiny::Discard;
+                decision.quarantine = true;
+                decision.blocked = true;
+                reason = Some("ratelimit");
+            }
+            let action = match decision.destiny {
+                Destiny::Pass => Action::Relay(self.tag(
+                    env, msg, mail_id, now, prepared, &features, &verdict, policy, autolearn,
+                )),
+                Destiny::Discard => Action::Discard,
+                Destiny::Reject => Action::Reject(Reply::policy_reject(mail_id)),
+            };
+            let recipients: Vec<usize> = (0..env.recipients.len())
+                .filter(|&i| policy_of[i] == p)
+                .collect();
+            let same = (0..parts.len()).find(|&i| {
+                parts[i].quarantine == decision.quarantine
+                    && judged[i].reason == reason
+                    && same_action(&parts[i].action, &action)
+            });
+            match same {
+                Some(i) => parts[i].recipients.extend(recipients),
+                None => {
+                    parts.push(Part {
+                        recipients,
+                        action,
+                        quarantine: decision.quarantine,
+                    });
+                    judged.push(PartJudgement {
+                        policy: policy.name.clone(),
+                        verdict,
+                        blocked: decision.blocked,
+                        reason,
+                        detail,
+                        quarantine: decision.quarantine,
+                    });
+                }
+            }
+        }
+        for part in &mut parts {
+            part.recipients.sort_unstable();
+        }
+        Disposition {
+            verdict: Judgement {
+                parts: judged,
+                subject: features.subject.clone(),
+                originating: prepared.originating,
+            },
+            parts,
+        }
+    }
+
+    /// The relayed copy for one policy: our Authentication-Results (forged ones claiming our
+    /// id dropped), the X-Spam-* headers, the subject tag, our Received line, all at the
+    /// byte level; then a DKIM signature over exactly what leaves, for originating mail.
+    #[allow(clippy::too_many_arguments)]
+    fn tag(
+        &self,
+        env: &Envelope,
+        msg: &[u8],
+        mail_id: &str,
+        now: i64,
+        prepared: &Prepared,
+        features: &Features<'_>,
+        verdict: &Verdict,
+        policy: &Policy,
+        autolearn: &str,
+    ) -> Rewrite {
+        let mut prefix: Vec<u8> = Vec::with_capacity(512);
         if let Some(a) = &prepared.auth {
-            prefix.push_str(&a.header);
+            prefix.extend_from_slice(a.header.as_bytes());
         }
         if verdict.is_tagged() {
-            prefix.push_str(&verdict.spam_headers(autolearn));
+            prefix.extend_from_slice(verdict.spam_headers(autolearn).as_bytes());
         }
-        prefix.push_str(&self.received_header(env, mail_id, now));
+        let subject = features.headers.first(msg, "Subject");
+        let retag = verdict.is_spam() && !policy.subject_tag.is_empty();
+        if retag {
+            prefix.extend_from_slice(&crate::action::tag::tagged_subject(
+                subject,
+                &policy.subject_tag,
+            ));
+        }
+        prefix.extend_from_slice(self.received_header(env, mail_id, now).as_bytes());
         let authserv_id = self
             .auth
             .verifier
@@ -135,12 +353,14 @@ impl Pipeline {
             .map(|v| v.settings().authserv_id.as_str());
         let mut rewrite =
             crate::action::tag::rewrite(msg, &features.headers, prefix, |name, value| {
-                authserv_id.is_some_and(|id| {
-                    name.eq_ignore_ascii_case(b"Authentication-Results")
-                        && claims_authserv_id(value, id)
-                })
+                (retag
+                    && subject.is_some_and(|s| std::ptr::eq(s.as_ptr(), value.as_ptr()))
+                    && name.eq_ignore_ascii_case(b"Subject"))
+                    || authserv_id.is_some_and(|id| {
+                        name.eq_ignore_ascii_case(b"Authentication-Results")
+                            && claims_authserv_id(value, id)
+                    })
             });
-        // 5. sign what will leave
         if self.signs(prepared)
             && let Some(signer) = &self.auth.signer
             && let Some(domain) = features.from.as_ref().and_then(|f| f.domain())
@@ -155,7 +375,7 @@ impl Pipeline {
                 None => tracing::debug!(mail_id, domain, "no DKIM key for the From domain"),
             }
         }
-        (rewrite, verdict)
+        rewrite
     }
 
     /// SpamAssassin-style autolearning on the score without the Bayes hits; returns the
@@ -227,6 +447,96 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
+/// The quarantine entry for a message held for `recipients`.
+fn entry(
+    env: &Envelope,
+    msg: &[u8],
+    mail_id: &str,
+    judgement: &Judgement,
+    recipients: &[usize],
+) -> Entry {
+    let part = judgement
+        .parts
+        .iter()
+        .find(|p| p.quarantine)
+        .or(judgement.parts.first());
+    let (policy, reason, verdict) = match part {
+        Some(p) => (
+            p.policy.clone(),
+            p.reason.unwrap_or("spam"),
+            Some(&p.verdict),
+        ),
+        None => ("default".to_string(), "spam", None),
+    };
+    Entry {
+        id: mail_id.to_string(),
+        time: unix(std::time::SystemTime::now()),
+        policy,
+        reason: reason.to_string(),
+        score: verdict.map(|v| v.score),
+        hits: verdict.map_or_else(Vec::new, |v| {
+            v.hits
+                .iter()
+                .map(|(n, s)| EntryHit {
+                    name: n.to_string(),
+                    score: *s,
+                })
+                .collect()
+        }),
+        client_ip: env.xforward.addr().map(|ip| ip.to_string()),
+        helo: env
+            .xforward
+            .get(XforwardAttr::Helo)
+            .unwrap_or(&env.helo)
+            .to_string(),
+        queue_id: env.xforward.get(XforwardAttr::Ident).map(str::to_string),
+        sender: env.sender.clone(),
+        recipients: recipients
+            .iter()
+            .filter_map(|&i| env.recipients.get(i).map(|r| r.address.clone()))
+            .collect(),
+        body: env.mail_params.body.map(|b| match b {
+            Body::SevenBit => "7BIT".to_string(),
+            Body::EightBitMime => "8BITMIME".to_string(),
+        }),
+        smtputf8: env.mail_params.smtputf8,
+        message_id: verdict.and_then(|v| v.message_id.clone()),
+        subject: judgement.subject.clone(),
+        size: msg.len() as u64,
+        released: vec![],
+    }
+}
+
+/// Two actions that can share one next-hop transaction (or one reply).
+fn same_action(a: &Action, b: &Action) -> bool {
+    match (a, b) {
+        (Action::Relay(x), Action::Relay(y)) => x == y,
+        (Action::Discard, Action::Discard) => true,
+        (Action::Reject(x), Action::Reject(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// The From domain is authenticated: DMARC pass, an author DKIM signature that verifies,
+/// or SPF pass for an envelope domain aligned with it.
+fn from_authenticated(auth: Option<&AuthVerdict>, from: Option<&str>, sender: &str) -> bool {
+    let Some(a) = auth else {
+        return false;
+    };
+    if a.dmarc == DmarcVerdict::Pass
+        || a.dkim
+            .iter()
+            .any(|d| d.result == AuthResult::Pass && d.author)
+    {
+        return true;
+    }
+    let envelope = sender.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
+    a.spf == Some(AuthResult::Pass)
+        && from.zip(envelope.as_deref()).is_some_and(|(f, e)| {
+            f == e || f.ends_with(&format!(".{e}")) || e.ends_with(&format!(".{f}"))
+        })
+}
+
 impl MessageFilter for Pipeline {
     type Prepared = Prepared;
 
@@ -238,7 +548,7 @@ impl MessageFilter for Pipeline {
         Pipeline::prepare(self, env, msg)
     }
 
-    type Verdict = Verdict;
+    type Verdict = Judgement;
 
     fn scan(
         &self,
@@ -246,7 +556,7 @@ impl MessageFilter for Pipeline {
         msg: &[u8],
         mail_id: &str,
         prepared: &Prepared,
-    ) -> Result<(Rewrite, Verdict), String> {
+    ) -> Result<Disposition<Judgement>, String> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
@@ -261,7 +571,33 @@ impl MessageFilter for Pipeline {
         size <= INLINE_SCAN_LIMIT && !self.bayes_ready() && !self.model && !self.signs(prepared)
     }
 
-    fn log(&self, record: &MessageRecord<'_, Verdict>) {
+    fn quarantine(
+        &self,
+        env: &Envelope,
+        msg: &[u8],
+        mail_id: &str,
+        judgement: &Judgement,
+        recipients: &[usize],
+    ) -> Result<String, String> {
+        let store = self
+            .quarantine
+            .as_ref()
+            .ok_or("no quarantine is configured")?;
+        store
+            .put(&entry(env, msg, mail_id, judgement, recipients), msg)
+            .map_err(|e| e.to_string())?;
+        Ok(mail_id.to_string())
+    }
+
+    fn unquarantine(&self, id: &str) {
+        if let Some(store) = &self.quarantine
+            && let Err(e) = store.delete(id)
+        {
+            tracing::error!(id, error = %e, "could not remove a quarantine copy of a retried message");
+        }
+    }
+
+    fn log(&self, record: &MessageRecord<'_, Judgement>) {
         crate::logline::log(record);
     }
 }
@@ -286,6 +622,28 @@ mod tests {
         }
     }
 
+    fn config() -> Config {
+        Config::parse(
+            "[bayes]\nenabled = false\n[model]\nenabled = false\n[auth]\nenabled = false\n[actions]\nspam_destiny = \"pass\"\nspam_quarantine = false\n",
+        )
+        .unwrap()
+    }
+
+    fn relayed(d: &Disposition<Judgement>) -> (&Rewrite, &Verdict) {
+        match (&d.parts[..], &d.verdict.parts[..]) {
+            (
+                [
+                    Part {
+                        action: Action::Relay(r),
+                        ..
+                    },
+                ],
+                [j],
+            ) => (r, &j.verdict),
+            _ => panic!("not one relayed part: {d:?}"),
+        }
+    }
+
     const SEEDS: &[&[u8]] = &[
         b"From: A <a@example.org>\r\nTo: b@example.net\r\nSubject: hi\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <1@example.org>\r\n\r\nplain body\r\n",
         b"From: a@example.org\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"XX\"\r\n\r\npreamble\r\n--XX\r\nContent-Type: text/plain\r\n\r\ntext\r\n--XX\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n<p>h=C3=A9llo=\r\n</p>\r\n--XX--\r\n",
@@ -295,9 +653,10 @@ mod tests {
 
     #[test]
     fn relays_the_original_bytes_after_the_added_headers() {
-        let p = Pipeline::new(&Config::parse("[bayes]\nenabled = false\n").unwrap());
+        let p = Pipeline::new(&config());
         let msg = SEEDS[3];
-        let (rewrite, verdict) = p.scan_at(&envelope(), msg, "AbCdEf123456", 1_795_442_400);
+        let d = p.scan_at(&envelope(), msg, "AbCdEf123456", 1_795_442_400);
+        let (rewrite, verdict) = relayed(&d);
         let out = rewrite.parts(msg).concat();
         assert!(out.ends_with(&msg[b"X-Spam-Flag: YES\r\n".len()..]));
         assert!(
@@ -331,7 +690,7 @@ mod tests {
 
     #[test]
     fn mangled_messages_never_panic_and_keep_their_bytes() {
-        let p = Pipeline::new(&Config::parse("[bayes]\nenabled = false\n").unwrap());
+        let p = Pipeline::new(&config());
         let env = envelope();
         let tokens: &[&[u8]] = &[
             b"\r\n",
@@ -383,7 +742,8 @@ mod tests {
                         }
                     }
                 }
-                let (rewrite, _) = p.scan_at(&env, &m, "AbCdEf123456", 1_795_442_400);
+                let d = p.scan_at(&env, &m, "AbCdEf123456", 1_795_442_400);
+                let (rewrite, _) = relayed(&d);
                 let out = rewrite.parts(&m).concat();
                 let end = HeaderBlock::parse(&m).end;
                 assert!(

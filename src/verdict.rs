@@ -19,6 +19,9 @@ pub struct Verdict {
     pub message_id: Option<String>,
 }
 
+/// The least score of block-listed mail (amavisd-new's blacklist score).
+pub const BLOCKED_SCORE: f64 = 64.0;
+
 /// amavisd-new's content category.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Category {
@@ -44,8 +47,19 @@ impl Category {
 impl Verdict {
     /// Score the hits.
     pub fn new(hits: &Hits, scores: &BTreeMap<&'static str, f64>, levels: Levels) -> Self {
+        Self::without(hits, scores, levels, |_| false)
+    }
+
+    /// Score the hits, leaving out those `skip` says (the hits of checks a policy turns off).
+    pub fn without(
+        hits: &Hits,
+        scores: &BTreeMap<&'static str, f64>,
+        levels: Levels,
+        skip: impl Fn(&str) -> bool,
+    ) -> Self {
         let mut scored: Vec<(&'static str, f64)> = hits
             .scaled()
+            .filter(|(n, _)| !skip(n))
             .map(|(n, f)| {
                 let s = scores.get(n).copied().unwrap_or(0.0) * f;
                 (n, (s * 1000.0).round() / 1000.0)
@@ -59,6 +73,27 @@ impl Verdict {
             levels,
             message_id: None,
         }
+    }
+
+    /// Apply allow- and block-list hits as amavisd-new does: a blocked message scores at
+    /// least 64, an allowed one at most 0 (block wins). The first hit of the deciding list
+    /// carries the difference, so the listed hits still add up to the score.
+    pub fn apply_lists(&mut self, allow: &[&'static str], block: &[&'static str]) {
+        if allow.is_empty() && block.is_empty() {
+            return;
+        }
+        let sum = self.score;
+        let (first, delta) = if let Some(b) = block.first() {
+            (*b, (BLOCKED_SCORE - sum).max(0.0))
+        } else {
+            (allow[0], (-sum).min(0.0))
+        };
+        for name in allow.iter().chain(block) {
+            let s = if *name == first { delta } else { 0.0 };
+            self.hits.push((name, (s * 1000.0).round() / 1000.0));
+        }
+        self.hits.sort_by(|a, b| a.0.cmp(b.0));
+        self.score = ((sum + delta) * 1000.0).round() / 1000.0;
     }
 
     /// At or above tag2: spam.
@@ -184,6 +219,39 @@ mod tests {
             4.0,
             "factors are clipped to [-1, 1]"
         );
+    }
+
+    #[test]
+    fn lists_force_the_score() {
+        let mut scores = BTreeMap::new();
+        scores.insert("MISSING_DATE", 1.4);
+        scores.insert("BAYES_00", -1.9);
+        let mut hits = Hits::default();
+        hits.add("MISSING_DATE");
+        let mut v = Verdict::new(&hits, &scores, levels());
+        v.apply_lists(&["ALLOWLIST_SENDER", "ALLOWLIST_CLIENT"], &[]);
+        assert_eq!(v.score, 0.0);
+        assert_eq!(
+            v.hits,
+            vec![
+                ("ALLOWLIST_CLIENT", 0.0),
+                ("ALLOWLIST_SENDER", -1.4),
+                ("MISSING_DATE", 1.4)
+            ]
+        );
+        let mut v = Verdict::new(&hits, &scores, levels());
+        v.apply_lists(&["ALLOWLIST_SENDER"], &["BLOCKLIST_CLIENT"]);
+        assert_eq!(v.score, 64.0, "block wins");
+        assert_eq!(v.category(), Category::Spam);
+        let mut low = Hits::default();
+        low.add("BAYES_00");
+        let mut v = Verdict::new(&low, &scores, levels());
+        v.apply_lists(&["ALLOWLIST_SENDER"], &[]);
+        assert_eq!(v.score, -1.9, "an allowed score below 0 stays");
+        let mut v = Verdict::without(&hits, &scores, levels(), |n| n == "MISSING_DATE");
+        assert_eq!(v.score, 0.0);
+        v.apply_lists(&[], &["BLOCKLIST_SENDER"]);
+        assert_eq!(v.hits, vec![("BLOCKLIST_SENDER", 64.0)]);
     }
 
     #[test]

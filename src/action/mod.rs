@@ -1,4 +1,5 @@
-//! Actions on a scanned message. Today: tagging (byte-level header edits). Quarantine,
-//! discard and reject slot in here.
+//! Actions on a scanned message: tagging (byte-level header edits) and the quarantine
+//! store. Discard and reject are carried out by the session (they are replies).
 
+pub mod quarantine;
 pub mod tag;

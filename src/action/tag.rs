@@ -10,7 +10,7 @@ use crate::smtp::rewrite::Rewrite;
 pub fn rewrite(
     msg: &[u8],
     headers: &HeaderBlock,
-    prefix: String,
+    prefix: Vec<u8>,
     also_drop: impl Fn(&[u8], &[u8]) -> bool,
 ) -> Rewrite {
     let mut keep = Vec::with_capacity(4);
@@ -29,10 +29,37 @@ pub fn rewrite(
     if start < msg.len() {
         keep.push(start..msg.len());
     }
-    Rewrite {
-        prefix: prefix.into_bytes(),
-        keep,
+    Rewrite { prefix, keep }
+}
+
+/// The `Subject:` line of spam: `tag` before the original value (its raw bytes, encoded
+/// words and folding kept), a copy of the tag already there removed first; a message
+/// without a Subject gets one.
+pub fn tagged_subject(original: Option<&[u8]>, tag: &str) -> Vec<u8> {
+    let mut line = b"Subject: ".to_vec();
+    line.extend_from_slice(tag.as_bytes());
+    let value = original.unwrap_or_default();
+    let start = value
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(value.len());
+    let mut rest = &value[start..];
+    let bare = tag.trim_end().as_bytes();
+    while !bare.is_empty() && rest.starts_with(bare) {
+        rest = &rest[bare.len()..];
+        let skip = rest
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(rest.len());
+        rest = &rest[skip..];
     }
+    let mut end = rest.len();
+    while end > 0 && matches!(rest[end - 1], b'\r' | b'\n') {
+        end -= 1;
+    }
+    line.extend_from_slice(&rest[..end]);
+    line.extend_from_slice(b"\r\n");
+    line
 }
 
 #[cfg(test)]
@@ -43,12 +70,36 @@ mod tests {
     fn drops_only_x_spam_headers() {
         let m = b"X-Spam-Flag: NO\r\nDrop-Me: x\r\nSubject: hi\r\nx-spam-status: Yes,\r\n\tscore=99\r\nX-Spamish: keep\r\n\r\nX-Spam-Flag: body\r\n";
         let h = HeaderBlock::parse(m);
-        let r = rewrite(m, &h, "X-New: 1\r\n".into(), |n, _| n == b"Drop-Me");
+        let r = rewrite(m, &h, b"X-New: 1\r\n".to_vec(), |n, _| n == b"Drop-Me");
         let out: Vec<u8> = r.parts(m).concat();
         assert_eq!(
             out,
             b"X-New: 1\r\nSubject: hi\r\nX-Spamish: keep\r\n\r\nX-Spam-Flag: body\r\n"
         );
         assert_eq!(r.len(), out.len());
+    }
+
+    #[test]
+    fn subject_tags() {
+        let t = "***SPAM*** ";
+        let cases: [(Option<&[u8]>, &[u8]); 5] = [
+            (Some(b" hello\r\n"), b"Subject: ***SPAM*** hello\r\n"),
+            (
+                Some(b" ***SPAM*** hello\r\n"),
+                b"Subject: ***SPAM*** hello\r\n",
+            ),
+            (
+                Some(b" =?utf-8?b?w6k=?=\r\n\tmore\r\n"),
+                b"Subject: ***SPAM*** =?utf-8?b?w6k=?=\r\n\tmore\r\n",
+            ),
+            (Some(b"\r\n"), b"Subject: ***SPAM*** \r\n"),
+            (None, b"Subject: ***SPAM*** \r\n"),
+        ];
+        for (orig, want) in cases {
+            assert_eq!(
+                String::from_utf8_lossy(&tagged_subject(orig, t)),
+                String::from_utf8_lossy(want)
+            );
+        }
     }
 }

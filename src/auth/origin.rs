@@ -22,6 +22,9 @@ pub struct Origin {
     pub local: bool,
     /// The client authenticated (SMTP AUTH), as the trusted Received header says.
     pub authenticated: bool,
+    /// The SASL login, when Postfix wrote it (`smtpd_sasl_authenticated_header = yes`:
+    /// "(Authenticated sender: user)" in its Received header). XFORWARD does not carry it.
+    pub sasl_user: Option<String>,
     /// Where `ip`/`helo` came from: `xforward`, `received` or `none`.
     pub source: &'static str,
 }
@@ -57,6 +60,7 @@ impl Origin {
         // The topmost Received header was added by the Postfix in front of us: it says
         // whether the client authenticated ("with ESMTPA"/"ESMTPSA", RFC 3848).
         let top = received.next();
+        let sasl_user = top.and_then(sasl_user_of);
         let authenticated = top.is_some_and(says_authenticated)
             || env
                 .xforward
@@ -78,6 +82,7 @@ impl Origin {
                 helo: forwarded_helo(),
                 local,
                 authenticated,
+                sasl_user: sasl_user.clone(),
                 source: "xforward",
             };
         }
@@ -92,6 +97,7 @@ impl Origin {
                 helo,
                 local,
                 authenticated,
+                sasl_user: sasl_user.clone(),
                 source: "received",
             },
             None => Origin {
@@ -99,10 +105,19 @@ impl Origin {
                 helo: forwarded_helo(),
                 local,
                 authenticated,
+                sasl_user: sasl_user.clone(),
                 source: "none",
             },
         }
     }
+}
+
+/// The login in Postfix's "(Authenticated sender: user)".
+fn sasl_user_of(value: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(value);
+    let rest = &text[text.find("(Authenticated sender:")? + 22..];
+    let user = rest[..rest.find(')')?].trim();
+    (!user.is_empty()).then(|| user.to_string())
 }
 
 /// "with ESMTPA", "with ESMTPSA", "with LMTPA" ... or Postfix's "(Authenticated sender: x)".
@@ -182,6 +197,13 @@ mod tests {
         assert!(says_authenticated(
             b" from a (b [192.0.2.1]) (Authenticated sender: bob) by mx with ESMTP id X;"
         ));
+        assert_eq!(
+            sasl_user_of(b" from a (b [192.0.2.1]) (Authenticated sender: bob@x.test) by mx")
+                .as_deref(),
+            Some("bob@x.test")
+        );
+        assert_eq!(sasl_user_of(b" from a (Authenticated sender: )"), None);
+        assert_eq!(sasl_user_of(b" from a (Authenticated sender: bob"), None);
         assert!(!says_authenticated(
             b" from a (b [192.0.2.1]) by mx (Postfix) with ESMTPS id X;"
         ));

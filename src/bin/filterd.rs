@@ -138,6 +138,12 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
+        if let Some(q) = &config.quarantine
+            && let Err(e) = q.store.prepare()
+        {
+            eprintln!("filterd: configuration is invalid:\n  - quarantine: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
         println!("filterd: configuration OK");
         return ExitCode::SUCCESS;
     }

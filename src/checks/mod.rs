@@ -73,7 +73,7 @@ pub trait Check: Send + Sync {
 
 /// The checks in the order they run.
 pub struct Registry {
-    checks: Vec<Box<dyn Check>>,
+    checks: Vec<(&'static str, Box<dyn Check>)>,
 }
 
 impl Default for Registry {
@@ -88,26 +88,42 @@ impl Registry {
     pub fn new(bayes: Option<Arc<BayesLive>>, model: Option<Arc<OnnxModel>>) -> Self {
         Registry {
             checks: vec![
-                Box::new(gtube::Gtube),
-                Box::new(auth::AuthCheck),
-                Box::new(date::DateCheck::default()),
-                Box::new(message_id::MessageIdCheck),
-                Box::new(from::FromCheck),
-                Box::new(reply_to::ReplyToCheck),
-                Box::new(subject::SubjectCheck),
-                Box::new(recipients::RecipientsCheck::default()),
-                Box::new(html_only::HtmlOnly),
-                Box::new(mime::MimeCheck),
-                Box::new(received::ReceivedCheck::default()),
-                Box::new(bayes::BayesCheck { live: bayes }),
-                Box::new(onnx::OnnxCheck { model }),
+                ("gtube", Box::new(gtube::Gtube)),
+                ("auth", Box::new(auth::AuthCheck)),
+                ("date", Box::new(date::DateCheck::default())),
+                ("message_id", Box::new(message_id::MessageIdCheck)),
+                ("from", Box::new(from::FromCheck)),
+                ("reply_to", Box::new(reply_to::ReplyToCheck)),
+                ("subject", Box::new(subject::SubjectCheck)),
+                (
+                    "recipients",
+                    Box::new(recipients::RecipientsCheck::default()),
+                ),
+                ("html_only", Box::new(html_only::HtmlOnly)),
+                ("mime", Box::new(mime::MimeCheck)),
+                ("received", Box::new(received::ReceivedCheck::default())),
+                ("bayes", Box::new(bayes::BayesCheck { live: bayes })),
+                ("model", Box::new(onnx::OnnxCheck { model })),
             ],
         }
     }
 
+    /// The check names, in order (what a policy's `skip_checks` names).
+    pub fn check_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.checks.iter().map(|(n, _)| *n)
+    }
+
+    /// The hit names of one check, when it exists.
+    pub fn hits_of(&self, check: &str) -> Option<Vec<&'static str>> {
+        self.checks
+            .iter()
+            .find(|(n, _)| *n == check)
+            .map(|(_, c)| c.hits().iter().map(|h| h.name).collect())
+    }
+
     /// Every hit of every check.
     pub fn hit_defs(&self) -> impl Iterator<Item = &HitDef> {
-        self.checks.iter().flat_map(|c| c.hits().iter())
+        self.checks.iter().flat_map(|(_, c)| c.hits().iter())
     }
 
     /// Every hit name with its default score.
@@ -120,9 +136,16 @@ impl Registry {
 
     /// Run every check on one message.
     pub fn run(&self, features: &Features<'_>) -> Hits {
+        self.run_except(features, |_| false)
+    }
+
+    /// Run the checks `skip` does not name (checks no policy of the message wants).
+    pub fn run_except(&self, features: &Features<'_>, skip: impl Fn(&str) -> bool) -> Hits {
         let mut hits = Hits::default();
-        for check in &self.checks {
-            check.run(features, &mut hits);
+        for (name, check) in &self.checks {
+            if !skip(name) {
+                check.run(features, &mut hits);
+            }
         }
         debug_assert!(
             hits.names()

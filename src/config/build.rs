@@ -2,6 +2,7 @@
 //! every problem before failing, so `filterd --check-config` lists them all at once.
 
 use super::RawConfig;
+use super::policy::QuarantineSettings;
 use crate::auth::origin::OriginPolicy;
 use crate::auth::sign::{KeyAlgorithm, KeySpec, Signer};
 use crate::auth::{AuthConfig, AuthSettings, Verifier};
@@ -10,6 +11,7 @@ use crate::model::bayes::BayesParams;
 use crate::model::bayes_live::BayesLive;
 use crate::model::bayes_store::default_state_dir;
 use crate::model::onnx::{OnnxModel, default_model_dir};
+use crate::policy::Policies;
 use crate::smtp::codec::Limits;
 use crate::smtp::relay::NextHop;
 use crate::smtp::session::SessionConfig;
@@ -65,8 +67,12 @@ pub struct Config {
     pub next_hop: Arc<NextHop>,
     /// How long idle next-hop connections are kept for reuse (0: never reused).
     pub next_hop_idle: Duration,
-    /// Levels.
+    /// Levels of the default policy.
     pub levels: Levels,
+    /// The default policy and the banks.
+    pub policies: Arc<Policies>,
+    /// The quarantine, when some policy uses it.
+    pub quarantine: Option<QuarantineSettings>,
     /// Score of every hit name any check can emit (defaults merged with `[scores]`).
     pub scores: BTreeMap<&'static str, f64>,
     /// Our host name.
@@ -140,8 +146,13 @@ impl Config {
                 "auth" => section!(auth),
                 "origin" => section!(origin),
                 "dkim" => section!(dkim),
+                "actions" => section!(actions),
+                "lists" => section!(lists),
+                "ratelimit" => section!(ratelimit),
+                "quarantine" => section!(quarantine),
+                "policy" => section!(policy),
                 _ => problems.push(format!(
-                    "unknown section or key `{key}` (known: server, next_hop, scan, levels, scores, log, bayes, model, auth, origin, dkim)"
+                    "unknown section or key `{key}` (known: server, next_hop, scan, levels, scores, log, bayes, model, auth, origin, dkim, actions, lists, ratelimit, quarantine, policy)"
                 )),
             }
         }
@@ -252,22 +263,8 @@ impl Config {
         }
         positive("scan.budget_ms", raw.scan.budget_ms, &mut p);
 
-        let l = &raw.levels;
-        for (k, v) in [
-            ("tag_level", l.tag_level),
-            ("tag2_level", l.tag2_level),
-            ("kill_level", l.kill_level),
-        ] {
-            if !v.is_finite() {
-                p.push(format!("levels.{k}: must be a finite number"));
-            }
-        }
-        if l.tag2_level > l.kill_level {
-            p.push(format!(
-                "levels: tag2_level ({}) is above kill_level ({}): mail would be blocked before it is called spam",
-                l.tag2_level, l.kill_level
-            ));
-        }
+        let policies = super::policy::build_policies(&raw, &mut p);
+        let quarantine = super::policy::build_quarantine(&raw, &policies);
 
         let mut scores = Registry::default_scores();
         for (name, score) in &raw.scores {
@@ -378,11 +375,9 @@ impl Config {
             session: Arc::new(session),
             next_hop: Arc::new(next_hop),
             next_hop_idle: Duration::from_secs(n.reuse_idle_secs),
-            levels: Levels {
-                tag: l.tag_level,
-                tag2: l.tag2_level,
-                kill: l.kill_level,
-            },
+            levels: policies.default_policy().levels,
+            policies: Arc::new(policies),
+            quarantine,
             scores,
             hostname,
             log_level: raw.log.level.clone(),
@@ -401,7 +396,7 @@ impl Config {
 }
 
 /// Networks in CIDR form (a bare IP is a /32 or /128); each bad one is a problem under `key`.
-fn networks(key: &str, list: &[String], p: &mut Vec<String>) -> Vec<IpNet> {
+pub(super) fn networks(key: &str, list: &[String], p: &mut Vec<String>) -> Vec<IpNet> {
     list.iter()
         .filter_map(|n| {
             n.parse::<IpNet>()

@@ -3,8 +3,10 @@
 //! runtime settings and reports every problem at once.
 
 mod build;
+mod policy;
 
 pub use build::{Config, ConfigError, Levels, ServerSettings};
+pub use policy::{QuarantineSettings, quarantine_dir};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -35,6 +37,145 @@ pub struct RawConfig {
     pub origin: RawOrigin,
     /// `[dkim]`
     pub dkim: RawDkim,
+    /// `[actions]`: what happens to blocked mail (the default policy).
+    pub actions: RawActions,
+    /// `[lists]`: allow and block lists of the default policy.
+    pub lists: RawLists,
+    /// `[ratelimit]`: the outbound guard of the default policy.
+    pub ratelimit: RawRateLimit,
+    /// `[quarantine]`: the store.
+    pub quarantine: RawQuarantine,
+    /// `[[policy]]`: policy banks, first match wins.
+    pub policy: Vec<RawPolicy>,
+}
+
+/// `[actions]`: destinies of the default policy (amavisd-new's `final_spam_destiny`,
+/// `spam_quarantine_to`, `sa_spam_subject_tag`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawActions {
+    /// What happens to mail at or above kill_level: `pass` (deliver tagged), `discard`
+    /// (accept, do not deliver) or `reject` (554 at the end of DATA; Postfix bounces it).
+    pub spam_destiny: String,
+    /// Keep a quarantine copy of mail at or above kill_level (below quarantine_cutoff_level).
+    pub spam_quarantine: bool,
+    /// Prepended to the Subject of spam (at or above tag2_level); empty = leave it.
+    pub subject_tag: String,
+}
+
+impl Default for RawActions {
+    fn default() -> Self {
+        RawActions {
+            spam_destiny: "discard".into(),
+            spam_quarantine: true,
+            subject_tag: "***SPAM*** ".into(),
+        }
+    }
+}
+
+/// `[lists]`: allow and block lists. Senders and From domains: `user@example.com`,
+/// `@example.com` or `example.com` (the domain), `.example.com` (and its subdomains).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLists {
+    /// Envelope senders whose mail scores at most 0.
+    pub allow_senders: Vec<String>,
+    /// Envelope senders whose mail scores at least 64.
+    pub block_senders: Vec<String>,
+    /// From domains whose mail scores at most 0 when the domain is authenticated.
+    pub allow_from: Vec<String>,
+    /// From domains whose mail scores at least 64.
+    pub block_from: Vec<String>,
+    /// Client networks whose mail scores at most 0.
+    pub allow_clients: Vec<String>,
+    /// Client networks whose mail scores at least 64.
+    pub block_clients: Vec<String>,
+}
+
+/// `[ratelimit]`: the outbound guard (originating mail only).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRateLimit {
+    /// Messages per window and key; 0 = off.
+    pub messages: u64,
+    /// The window, seconds.
+    pub window_secs: u64,
+    /// Keys counted: `user` (SASL login), `sender` (envelope sender), `client` (IP).
+    pub per: Vec<String>,
+}
+
+impl Default for RawRateLimit {
+    fn default() -> Self {
+        RawRateLimit {
+            messages: 200,
+            window_secs: 600,
+            per: ["user", "sender", "client"].map(String::from).to_vec(),
+        }
+    }
+}
+
+/// `[quarantine]`: where held mail is kept and for how long.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawQuarantine {
+    /// The directory; empty = `quarantine/` in the state directory (`[bayes] state_dir`,
+    /// else `/var/lib/filterd` for root or `~/.local/state/filterd`).
+    pub dir: String,
+    /// Entries older than this are deleted; 0 = kept until purged.
+    pub max_age_days: u64,
+    /// The oldest entries are deleted while the messages take more; 0 = no limit.
+    pub max_size_mb: u64,
+}
+
+impl Default for RawQuarantine {
+    fn default() -> Self {
+        RawQuarantine {
+            dir: String::new(),
+            max_age_days: 30,
+            max_size_mb: 2048,
+        }
+    }
+}
+
+/// One `[[policy]]` bank: selectors (all given ones must match) and overrides (any key
+/// left out comes from the default policy).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// Its name, logged and stored with quarantined mail.
+    pub name: String,
+    /// Recipient domains (`example.com`; `.example.com` also its subdomains).
+    #[serde(default)]
+    pub recipient_domains: Vec<String>,
+    /// Client networks (CIDR).
+    #[serde(default)]
+    pub client_networks: Vec<String>,
+    /// `any`, `inbound` or `originating` (see `[origin]`).
+    #[serde(default)]
+    pub origin: Option<String>,
+    /// Overrides `[levels] tag_level`.
+    pub tag_level: Option<f64>,
+    /// Overrides `[levels] tag2_level`.
+    pub tag2_level: Option<f64>,
+    /// Overrides `[levels] kill_level`.
+    pub kill_level: Option<f64>,
+    /// Overrides `[levels] quarantine_cutoff_level`.
+    pub quarantine_cutoff_level: Option<f64>,
+    /// Overrides `[levels] discard_cutoff_level`.
+    pub discard_cutoff_level: Option<f64>,
+    /// Overrides `[actions] spam_destiny`.
+    pub spam_destiny: Option<String>,
+    /// Overrides `[actions] spam_quarantine`.
+    pub spam_quarantine: Option<bool>,
+    /// Overrides `[actions] subject_tag`.
+    pub subject_tag: Option<String>,
+    /// Checks whose hits do not count here (`bayes`, `model`, `auth`, ...).
+    #[serde(default)]
+    pub skip_checks: Vec<String>,
+    /// Replaces `[lists]` for this bank.
+    pub lists: Option<RawLists>,
+    /// Replaces `[ratelimit]` for this bank.
+    pub ratelimit: Option<RawRateLimit>,
 }
 
 /// `[auth]`: SPF, DKIM, DMARC and ARC verification of inbound mail.
@@ -289,8 +430,13 @@ pub struct RawLevels {
     pub tag_level: f64,
     /// Spam from here on: `X-Spam-Flag: YES`, `X-Spam-Status: Yes`.
     pub tag2_level: f64,
-    /// Blocked from here on (logged as SPAM).
+    /// Blocked from here on (logged as SPAM); what happens then is `[actions]`.
     pub kill_level: f64,
+    /// At or above: blocked mail is not quarantined (amavisd-new's
+    /// `spam_quarantine_cutoff_level`); unset = always.
+    pub quarantine_cutoff_level: Option<f64>,
+    /// At or above: blocked mail is discarded whatever its destiny; unset = never.
+    pub discard_cutoff_level: Option<f64>,
 }
 
 impl Default for RawLevels {
@@ -299,6 +445,8 @@ impl Default for RawLevels {
             tag_level: -999.0,
             tag2_level: 6.2,
             kill_level: 6.9,
+            quarantine_cutoff_level: None,
+            discard_cutoff_level: None,
         }
     }
 }

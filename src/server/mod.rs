@@ -42,6 +42,11 @@ impl Server {
                     .iter()
                     .map(|a| (*a, lmtp_session.clone())),
             );
+        if let Some(q) = &config.quarantine {
+            q.store
+                .prepare()
+                .map_err(|e| anyhow::anyhow!("quarantine: {e}"))?;
+        }
         for (addr, session) in all {
             let l = TcpListener::bind(addr)
                 .await
@@ -93,6 +98,11 @@ impl Server {
             .bayes
             .clone()
             .map(|live| tokio::spawn(reload_loop(live, max_tokens, hup)));
+        let retention = self
+            .config
+            .quarantine
+            .clone()
+            .map(|q| tokio::spawn(retention_loop(q)));
         let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
         tracing::info!(
             listen = %addrs.join(","),
@@ -102,6 +112,9 @@ impl Server {
         );
         shutdown.await;
         if let Some(r) = reloader {
+            r.abort();
+        }
+        if let Some(r) = retention {
             r.abort();
         }
         tracing::info!("shutting down: no new connections, finishing messages in flight");
@@ -120,6 +133,31 @@ impl Server {
         pool.close_idle().await;
         if let Some(live) = self.config.bayes.clone() {
             flush_learned(live, max_tokens).await;
+        }
+    }
+}
+
+/// Quarantine retention: at start and every hour, entries past their age go, then the
+/// oldest while the store is over its size, and leftovers of interrupted writes.
+async fn retention_loop(q: crate::config::QuarantineSettings) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let q = q.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            q.store
+                .enforce(std::time::SystemTime::now(), q.max_age, q.max_bytes)
+        })
+        .await;
+        match done {
+            Ok(Ok(r)) if r.entries > 0 => tracing::info!(
+                entries = r.entries,
+                bytes = r.bytes,
+                "quarantine retention removed old entries"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "quarantine retention failed"),
+            Err(e) => tracing::error!(error = %e, "quarantine retention panicked"),
         }
     }
 }

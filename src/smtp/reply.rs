@@ -227,6 +227,35 @@ impl Reply {
     pub fn scan_timeout() -> Self {
         Reply::enh(451, (3, 0), "Scan time budget exceeded, try again later")
     }
+    /// Blocked by policy (destiny reject): Postfix bounces it to the envelope sender.
+    pub fn policy_reject(mail_id: &str) -> Self {
+        Reply::enh(
+            554,
+            (7, 0),
+            format!("Reject, id={mail_id} - message blocked by content policy (spam)"),
+        )
+    }
+    /// Accepted and not delivered (destiny discard), as amavisd-new says it.
+    pub fn discarded(mail_id: &str, quarantine: Option<&str>) -> Self {
+        let q = quarantine.map_or(String::new(), |q| format!(", quarantined as {q}"));
+        Reply::enh(250, (7, 0), format!("Ok, discarded, id={mail_id}{q}"))
+    }
+    /// Delivered in several next-hop transactions (recipients with different outcomes).
+    pub fn delivered_in_parts(mail_id: &str, parts: usize) -> Self {
+        Reply::enh(
+            250,
+            (0, 0),
+            format!("Ok, id={mail_id}, handled in {parts} parts by recipient policy"),
+        )
+    }
+    /// The quarantine copy could not be written: nothing was accepted.
+    pub fn quarantine_failed(why: &str) -> Self {
+        Reply::enh(
+            451,
+            (3, 0),
+            format!("Quarantine unavailable, try again later: {why}"),
+        )
+    }
     /// The next hop is unreachable or failed mid-conversation.
     pub fn next_hop_unavailable(next_hop: &str, why: &str) -> Self {
         Reply::enh(

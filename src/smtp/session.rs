@@ -36,7 +36,7 @@ pub struct SessionConfig {
     pub scan_budget: Duration,
 }
 
-/// What happened to a message after DATA, for the log line.
+/// What happened to (a part of) a message after DATA, for the log line.
 #[derive(Debug, Clone)]
 pub enum Outcome {
     /// The next hop accepted it.
@@ -44,17 +44,52 @@ pub enum Outcome {
         /// The queue id from the next hop's reply, when it said one.
         queued_as: Option<String>,
     },
-    /// Refused permanently by the next hop (its reply is mirrored).
+    /// Accepted and deliberately not delivered (policy).
+    Discarded,
+    /// Refused permanently, by the next hop (its reply is mirrored) or by policy.
     Rejected(Reply),
     /// Not delivered; the client was told to try again.
     TempFailed(String),
+}
+
+/// What the filter wants done with one group of recipients.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Relay the message, rewritten.
+    Relay(Rewrite),
+    /// Accept and do not deliver.
+    Discard,
+    /// Refuse with this reply (in SMTP mode only when every recipient is refused; see
+    /// [`Session`]).
+    Reject(Reply),
+}
+
+/// One group of recipients with one action.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// Indices into the envelope's recipients.
+    pub recipients: Vec<usize>,
+    /// What to do.
+    pub action: Action,
+    /// Keep a durable quarantine copy before answering.
+    pub quarantine: bool,
+}
+
+/// The filter's answer for one message: a verdict for the log and the parts. Parts with
+/// different actions are carried out as separate next-hop transactions.
+#[derive(Debug, Clone)]
+pub struct Disposition<V> {
+    /// What the filter found, kept for the log lines.
+    pub verdict: V,
+    /// The recipient groups; every accepted recipient is in exactly one.
+    pub parts: Vec<Part>,
 }
 
 /// The filter a session calls after DATA. Implemented by the pipeline; the session knows
 /// nothing of checks or verdicts.
 pub trait MessageFilter: Send + Sync + 'static {
     /// What the filter found, kept for the log line.
-    type Verdict: Send + 'static;
+    type Verdict: Send + Sync + 'static;
     /// What the network-bound step before the scan found (sender authentication).
     type Prepared: Send + Sync + 'static;
 
@@ -66,14 +101,14 @@ pub trait MessageFilter: Send + Sync + 'static {
         message: &[u8],
     ) -> impl std::future::Future<Output = Self::Prepared> + Send;
 
-    /// Scan one message and say how to rewrite it. Runs on a blocking thread.
+    /// Scan one message and say what to do with it. Runs on a blocking thread.
     fn scan(
         &self,
         envelope: &Envelope,
         message: &[u8],
         mail_id: &str,
         prepared: &Self::Prepared,
-    ) -> Result<(Rewrite, Self::Verdict), String>;
+    ) -> Result<Disposition<Self::Verdict>, String>;
 
     /// True when scanning a message of `size` bytes is cheap enough (tens of microseconds)
     /// to run right on the session's task; handing it to a blocking thread costs more than
@@ -83,11 +118,32 @@ pub trait MessageFilter: Send + Sync + 'static {
         false
     }
 
-    /// Log the final outcome of one message (one line per message).
+    /// Store a durable copy of the message for `recipients` (indices into the envelope)
+    /// and return its quarantine id. Runs on a blocking thread before the client hears
+    /// anything; an error makes the whole message 451.
+    fn quarantine(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+        mail_id: &str,
+        verdict: &Self::Verdict,
+        recipients: &[usize],
+    ) -> Result<String, String> {
+        let _ = (envelope, message, mail_id, verdict, recipients);
+        Err("no quarantine is configured".into())
+    }
+
+    /// Remove a quarantine copy again: the client was told to retry, and will bring the
+    /// message back.
+    fn unquarantine(&self, id: &str) {
+        let _ = id;
+    }
+
+    /// Log the final outcome of one part of a message (one line per part).
     fn log(&self, record: &MessageRecord<'_, Self::Verdict>);
 }
 
-/// Everything the log line of one message needs.
+/// Everything the log line of one part of a message needs.
 #[derive(Debug)]
 pub struct MessageRecord<'a, V> {
     /// The envelope as accepted.
@@ -98,8 +154,14 @@ pub struct MessageRecord<'a, V> {
     pub size: usize,
     /// The verdict, when the scan finished.
     pub verdict: Option<&'a V>,
+    /// Which part of the disposition this line is about (none when the scan failed).
+    pub part: Option<usize>,
+    /// The recipients of this part (indices into the envelope).
+    pub recipients: &'a [usize],
     /// What happened downstream.
     pub outcome: &'a Outcome,
+    /// The quarantine id, when a copy was kept.
+    pub quarantine: Option<&'a str>,
     /// From end of DATA to the reply.
     pub elapsed: Duration,
 }
@@ -529,33 +591,36 @@ where
             mail_params: txn.params,
             recipients: txn.recipients,
         };
-        let reply = match message {
+        let replies = match message {
             Ok(message) => self.deliver(envelope, message).await,
             Err(e) => {
-                if let Some(relay) = &mut self.relay
-                    && relay.rset().await.is_err()
-                {
-                    self.relay = None;
-                }
-                match e {
+                self.abort_relay().await;
+                vec![match e {
                     DataError::TooBig => Reply::message_too_big(),
                     DataError::LineTooLong => {
                         Reply::data_line_too_long(self.cfg.limits.max_data_line)
                     }
-                }
+                }]
             }
         };
-        for _ in 0..n_replies {
-            self.reply(reply.clone());
+        for i in 0..n_replies {
+            let r = replies.get(i).or(replies.last()).cloned();
+            self.reply(r.unwrap_or_else(|| Reply::scan_failed("no reply")));
         }
     }
 
-    /// Scan, relay the content, and return the reply for the client.
-    async fn deliver(&mut self, envelope: Envelope, message: Vec<u8>) -> Reply {
+    /// Scan, keep quarantine copies, carry out each part, and return the reply for the
+    /// client (one per recipient in LMTP).
+    ///
+    /// The common case (one part, relayed to every recipient) sends the content on the
+    /// transaction opened while the envelope arrived. Otherwise that transaction is reset
+    /// and each relayed part gets its own transaction with its own recipients.
+    async fn deliver(&mut self, envelope: Envelope, message: Vec<u8>) -> Vec<Reply> {
         let started = Instant::now();
         let mail_id = new_mail_id();
         let message: Arc<[u8]> = message.into();
         let size = message.len();
+        let all: Vec<usize> = (0..envelope.recipients.len()).collect();
         let prepared = Arc::new(self.filter.prepare(&envelope, &message).await);
         let guarded = |filter: &F, env: &Envelope, msg: &[u8], id: &str, pre: &F::Prepared| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -582,8 +647,7 @@ where
             )
             .await
         };
-        let hop = self.pool.label().to_string();
-        let (rewrite, verdict) = match scan {
+        let Disposition { verdict, mut parts } = match scan {
             Ok(Ok(Ok(Ok(done)))) => done,
             failed => {
                 let (reply, why) = match failed {
@@ -598,49 +662,208 @@ where
                     ),
                 };
                 self.abort_relay().await;
-                self.log(
+                self.log_part(
                     &envelope,
                     &mail_id,
                     size,
-                    None,
+                    (None, None, &all),
                     &Outcome::TempFailed(why),
+                    None,
                     started,
                 );
-                return reply;
+                return vec![reply];
             }
         };
-        let parts = rewrite.parts(&message);
+        // SMTP has one reply for all recipients: a policy reject can only be that reply
+        // when every part is rejected; otherwise the rejected parts are discarded (and
+        // quarantined as configured), never bounced in the name of other recipients.
+        if !self.cfg.lmtp && parts.iter().any(|p| !matches!(p.action, Action::Reject(_))) {
+            for p in &mut parts {
+                if matches!(p.action, Action::Reject(_)) {
+                    p.action = Action::Discard;
+                }
+            }
+        }
+        let verdict = Arc::new(verdict);
+
+        // 1. Quarantine copies, durable before anything else happens.
+        let held: Vec<usize> = parts
+            .iter()
+            .filter(|p| p.quarantine)
+            .flat_map(|p| p.recipients.iter().copied())
+            .collect();
+        let mut quarantine_id = None;
+        if !held.is_empty() {
+            let filter = self.filter.clone();
+            let (env, msg, id, v) = (
+                envelope.clone(),
+                message.clone(),
+                mail_id.clone(),
+                verdict.clone(),
+            );
+            let stored =
+                tokio::task::spawn_blocking(move || filter.quarantine(&env, &msg, &id, &v, &held))
+                    .await
+                    .unwrap_or_else(|_| Err("quarantine write panicked".into()));
+            match stored {
+                Ok(q) => quarantine_id = Some(q),
+                Err(e) => {
+                    tracing::error!(mail_id, error = %e, "quarantine write failed; answering 451");
+                    self.abort_relay().await;
+                    self.log_part(
+                        &envelope,
+                        &mail_id,
+                        size,
+                        (Some(&verdict), None, &all),
+                        &Outcome::TempFailed(format!("quarantine: {e}")),
+                        None,
+                        started,
+                    );
+                    return vec![Reply::quarantine_failed(&e)];
+                }
+            }
+        }
+
+        // 2. Each part.
+        let hop = self.pool.label().to_string();
+        let relays = parts
+            .iter()
+            .filter(|p| matches!(p.action, Action::Relay(_)))
+            .count();
+        let single = relays == 1 && parts.len() == 1;
+        if !single {
+            self.abort_relay().await;
+        }
+        let mut results: Vec<(Outcome, Option<Reply>)> = Vec::with_capacity(parts.len());
+        for part in &parts {
+            results.push(match &part.action {
+                Action::Discard => (Outcome::Discarded, None),
+                Action::Reject(r) => (Outcome::Rejected(r.clone()), Some(r.clone())),
+                Action::Relay(_)
+                    if !self.cfg.lmtp
+                        && results
+                            .iter()
+                            .any(|(o, _)| matches!(o, Outcome::TempFailed(_))) =>
+                {
+                    // The reply will be 451 anyway: relaying more parts would only add
+                    // copies that Postfix's retry delivers again.
+                    (
+                        Outcome::TempFailed("not attempted after an earlier part failed".into()),
+                        None,
+                    )
+                }
+                Action::Relay(rewrite) => {
+                    let data = rewrite.parts(&message);
+                    let result = if single {
+                        self.send_data(&data).await
+                    } else {
+                        self.relay_part(&envelope, &part.recipients, &data).await
+                    };
+                    relay_outcome(&hop, result)
+                }
+            });
+        }
+
+        // 3. The reply, truthful about what happened.
+        let delivered = results
+            .iter()
+            .any(|(o, _)| matches!(o, Outcome::Relayed { .. }));
+        let temp = results
+            .iter()
+            .position(|(o, _)| matches!(o, Outcome::TempFailed(_)));
+        let replies: Vec<Reply> = if self.cfg.lmtp {
+            let mut per = vec![Reply::ok(); envelope.recipients.len()];
+            for (part, (outcome, reply)) in parts.iter().zip(&results) {
+                let r = part_reply(&mail_id, outcome, reply, quarantine_id.as_deref());
+                for &i in &part.recipients {
+                    if let Some(slot) = per.get_mut(i) {
+                        *slot = r.clone();
+                    }
+                }
+            }
+            per
+        } else if let Some(t) = temp {
+            if delivered {
+                tracing::warn!(
+                    mail_id,
+                    "some recipients were delivered and others must be retried: 451 makes Postfix retry all, so the delivered ones get the message again"
+                );
+            }
+            if let Some(q) = quarantine_id.take() {
+                self.filter.unquarantine(&q);
+            }
+            let (o, r) = &results[t];
+            vec![part_reply(&mail_id, o, r, None)]
+        } else if let Some((o, r)) = results
+            .iter()
+            .find(|(o, _)| matches!(o, Outcome::Rejected(_)))
+        {
+            // Every part rejected, or the next hop refused one part for good: the
+            // refusal is the reply, so the sender hears of it.
+            vec![part_reply(&mail_id, o, r, None)]
+        } else if single {
+            let (o, r) = &results[0];
+            vec![part_reply(&mail_id, o, r, None)]
+        } else if !delivered {
+            vec![Reply::discarded(&mail_id, quarantine_id.as_deref())]
+        } else {
+            vec![Reply::delivered_in_parts(&mail_id, parts.len())]
+        };
+        for (i, (part, (outcome, _))) in parts.iter().zip(&results).enumerate() {
+            self.log_part(
+                &envelope,
+                &mail_id,
+                size,
+                (Some(&verdict), Some(i), &part.recipients),
+                outcome,
+                quarantine_id.as_deref().filter(|_| part.quarantine),
+                started,
+            );
+        }
+        replies
+    }
+
+    /// The content on the transaction opened during the envelope.
+    async fn send_data(&mut self, data: &[&[u8]]) -> Result<Reply, RelayError> {
         let result = match self.relay.as_mut() {
-            Some(relay) => relay.data(&parts).await,
+            Some(relay) => relay.data(data).await,
             None => Err(RelayError::Protocol("connection lost".into())),
         };
-        if self.relay.as_ref().is_some_and(|r| !r.is_usable()) {
+        if result.is_err() || self.relay.as_ref().is_some_and(|r| !r.is_usable()) {
             self.relay = None;
         }
-        let (reply, outcome) = match result {
-            Ok(r) if r.is_positive() => {
-                let queued_as = queued_as(&r);
-                (
-                    Reply::from_next_hop(&hop, &r),
-                    Outcome::Relayed { queued_as },
-                )
-            }
-            Ok(r) if r.is_transient() || r.code < 400 => {
-                let mut mirrored = Reply::from_next_hop(&hop, &r);
-                mirrored.code = 451;
-                (mirrored, Outcome::TempFailed(r.one_line()))
-            }
-            Ok(r) => (Reply::from_next_hop(&hop, &r), Outcome::Rejected(r)),
-            Err(e) => {
-                self.relay = None;
-                (
-                    Reply::next_hop_unavailable(&hop, &e.to_string()),
-                    Outcome::TempFailed(e.to_string()),
-                )
-            }
-        };
-        self.log(&envelope, &mail_id, size, Some(&verdict), &outcome, started);
-        reply
+        result
+    }
+
+    /// A transaction of its own for one part: MAIL, the part's RCPTs, the content.
+    async fn relay_part(
+        &mut self,
+        env: &Envelope,
+        recipients: &[usize],
+        data: &[&[u8]],
+    ) -> Result<Reply, RelayError> {
+        let rcpts: Vec<Recipient> = recipients
+            .iter()
+            .filter_map(|&i| env.recipients.get(i).cloned())
+            .collect();
+        let saved = std::mem::replace(&mut self.xforward, env.xforward.clone());
+        let opened = self
+            .open_transaction(&env.sender, &env.mail_params, &rcpts)
+            .await;
+        self.xforward = saved;
+        let (mail, replies) = opened?;
+        let refused = std::iter::once(&mail)
+            .chain(&replies)
+            .find(|r| !r.is_positive())
+            .cloned();
+        if let Some(r) = refused.or_else(|| {
+            (replies.len() != rcpts.len())
+                .then(|| Reply::new(451, None, "recipient replies missing"))
+        }) {
+            self.abort_relay().await;
+            return Ok(r);
+        }
+        self.send_data(data).await
     }
 
     async fn abort_relay(&mut self) {
@@ -651,13 +874,15 @@ where
         }
     }
 
-    fn log(
+    #[allow(clippy::too_many_arguments)]
+    fn log_part(
         &self,
         envelope: &Envelope,
         mail_id: &str,
         size: usize,
-        verdict: Option<&F::Verdict>,
+        (verdict, part, recipients): (Option<&F::Verdict>, Option<usize>, &[usize]),
         outcome: &Outcome,
+        quarantine: Option<&str>,
         started: Instant,
     ) {
         self.filter.log(&MessageRecord {
@@ -665,9 +890,53 @@ where
             mail_id,
             size,
             verdict,
+            part,
+            recipients,
             outcome,
+            quarantine,
             elapsed: started.elapsed(),
         });
+    }
+}
+
+/// The log outcome and the client reply of a next-hop answer to the content. A next hop's
+/// transient or nonsensical (< 400 but not 2xx) reply becomes 451 here.
+fn relay_outcome(hop: &str, result: Result<Reply, RelayError>) -> (Outcome, Option<Reply>) {
+    match result {
+        Ok(r) if r.is_positive() => (
+            Outcome::Relayed {
+                queued_as: queued_as(&r),
+            },
+            Some(Reply::from_next_hop(hop, &r)),
+        ),
+        Ok(r) if r.is_transient() || r.code < 400 => {
+            let mut mirrored = Reply::from_next_hop(hop, &r);
+            mirrored.code = 451;
+            (Outcome::TempFailed(r.one_line()), Some(mirrored))
+        }
+        Ok(r) => (
+            Outcome::Rejected(r.clone()),
+            Some(Reply::from_next_hop(hop, &r)),
+        ),
+        Err(e) => (
+            Outcome::TempFailed(e.to_string()),
+            Some(Reply::next_hop_unavailable(hop, &e.to_string())),
+        ),
+    }
+}
+
+/// The client's reply for one part's outcome.
+fn part_reply(
+    mail_id: &str,
+    outcome: &Outcome,
+    reply: &Option<Reply>,
+    quarantine: Option<&str>,
+) -> Reply {
+    match (outcome, reply) {
+        (_, Some(r)) => r.clone(),
+        (Outcome::Discarded, None) => Reply::discarded(mail_id, quarantine),
+        (Outcome::TempFailed(why), None) => Reply::scan_failed(why),
+        _ => Reply::ok(),
     }
 }
 

@@ -121,9 +121,12 @@ async fn ham_is_relayed_byte_identical_plus_headers() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn gtube_is_tagged_as_spam() {
+async fn gtube_is_tagged_as_spam_when_its_destiny_is_pass() {
     let sink = Sink::start(Behaviour::default()).await;
-    let f = Filterd::start(sink.addr, "");
+    let f = Filterd::start(
+        sink.addr,
+        "[actions]\nspam_destiny = \"pass\"\nspam_quarantine = false\n",
+    );
     let (mut c, _) = Client::connect(f.addr()).await;
     let r = c
         .send_message("spammer@example.com", &["bob@example.net"], &gtube())
@@ -133,8 +136,13 @@ async fn gtube_is_tagged_as_spam() {
     let text = String::from_utf8_lossy(&m.data);
     assert!(text.starts_with("X-Spam-Flag: YES\r\n"), "{text}");
     assert!(text.contains("GTUBE=1000"), "{text}");
+    assert!(text.contains("\r\nSubject: ***SPAM*** test\r\n"), "{text}");
+    assert!(!text.contains("\r\nSubject: test\r\n"), "{text}");
     assert!(
-        f.wait_log("Passed SPAM {RelayedTaggedInbound}", Duration::from_secs(5)),
+        f.wait_log(
+            "Passed SPAM {RelayedTaggedInbound}, ",
+            Duration::from_secs(5)
+        ),
         "{}",
         f.log_text()
     );

@@ -7,7 +7,9 @@ use filterd::pipeline::Pipeline;
 use filterd::smtp::envelope::Envelope;
 use filterd::smtp::relay::RelayPool;
 use filterd::smtp::rewrite::Rewrite;
-use filterd::smtp::session::{MessageFilter, MessageRecord, Session, SessionConfig};
+use filterd::smtp::session::{
+    Action, Disposition, MessageFilter, MessageRecord, Part, Session, SessionConfig,
+};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -196,19 +198,23 @@ impl MessageFilter for BadFilter {
 
     async fn prepare(&self, _: &Envelope, _: &[u8]) {}
 
-    fn scan(&self, _: &Envelope, msg: &[u8], _: &str, _: &()) -> Result<(Rewrite, ()), String> {
+    fn scan(&self, env: &Envelope, msg: &[u8], _: &str, _: &()) -> Result<Disposition<()>, String> {
         match self.0 {
             "slow" => std::thread::sleep(Duration::from_millis(1500)),
             "panic" => panic!("scan exploded"),
             _ => return Err("model store unreadable".into()),
         }
-        Ok((
-            Rewrite {
-                prefix: vec![],
-                keep: std::iter::once(0..msg.len()).collect(),
-            },
-            (),
-        ))
+        Ok(Disposition {
+            verdict: (),
+            parts: vec![Part {
+                recipients: (0..env.recipients.len()).collect(),
+                action: Action::Relay(Rewrite {
+                    prefix: vec![],
+                    keep: std::iter::once(0..msg.len()).collect(),
+                }),
+                quarantine: false,
+            }],
+        })
     }
 
     fn log(&self, _: &MessageRecord<'_, ()>) {}

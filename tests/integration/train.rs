@@ -387,7 +387,7 @@ async fn autolearn_learns_clear_cases_and_says_so() {
     let db = tmp.path().join("db");
     let sink = Sink::start(Behaviour::default()).await;
     let f = Filterd::start_with(&format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\n[next_hop]\naddress = \"{}\"\n[bayes]\nstate_dir = \"{}\"\nautolearn = true\nautolearn_spam_above = 100\n[model]\nenabled = false\n",
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n[next_hop]\naddress = \"{}\"\n[bayes]\nstate_dir = \"{}\"\nautolearn = true\nautolearn_spam_above = 100\n[model]\nenabled = false\n[actions]\nspam_destiny = \"pass\"\n",
         sink.addr,
         db.display()
     ));

@@ -48,6 +48,13 @@ impl Filterd {
         if !config.contains("[auth]") {
             config.push_str("\n[auth]\nenabled = false\n");
         }
+        // Never write to a real installation's quarantine.
+        if !config.contains("[quarantine]") {
+            config.push_str(&format!(
+                "\n[quarantine]\ndir = \"{}\"\n",
+                dir.path().join("quarantine").display()
+            ));
+        }
         std::fs::write(&path, config).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_filterd"))
             .arg("--config")
@@ -96,6 +103,16 @@ impl Filterd {
             log,
             dir,
         }
+    }
+
+    /// The quarantine directory the harness gave it (unless the config named one).
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.dir.path().join("quarantine")
+    }
+
+    /// The path of the config file it runs with (for `filterq --config`).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("filterd.toml")
     }
 
     /// The first listen address.
