@@ -1,9 +1,564 @@
-//! `filterq`: will list, show and release quarantined mail. Not built yet (see the actions
-//! issue); it says so and exits with EX_UNAVAILABLE instead of pretending.
+//! `filterq`: inspect and release the quarantine (amavisd-release and more). Reads the
+//! store filterd writes; safe to run while filterd runs (entries appear and go atomically).
 
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use filterd::action::quarantine::{Entry, Quarantine, QuarantineError, Release, unix};
+use filterd::config::{RawConfig, load_raw, next_hop_of, quarantine_dir};
+use filterd::smtp::envelope::{Body, MailParams, RcptParams, Recipient, Xforward};
+use filterd::smtp::relay::RelayConn;
+use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// sysexits.h codes, so scripts can tell failures apart.
+mod exit {
+    /// Bad usage (a second release without --force).
+    pub const USAGE: u8 = 64;
+    /// A corrupt entry.
+    pub const DATAERR: u8 = 65;
+    /// No such entry.
+    pub const NOINPUT: u8 = 66;
+    /// The next hop refused for good.
+    pub const UNAVAILABLE: u8 = 69;
+    /// The quarantine directory cannot be read or written.
+    pub const IOERR: u8 = 74;
+    /// The next hop is unreachable or said "try later"; the entry stays.
+    pub const TEMPFAIL: u8 = 75;
+    /// The configuration is invalid.
+    pub const CONFIG: u8 = 78;
+}
+
+/// Inspect and release mail filterd quarantined.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// filterd's configuration file (for the quarantine directory and the next hop);
+    /// without it the embedded defaults are used.
+    #[arg(long, short = 'c', value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// The quarantine directory, overriding the configuration.
+    #[arg(long, value_name = "DIR", global = true)]
+    dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// List quarantined messages, oldest first.
+    List {
+        /// Only those quarantined in the last DURATION (`2h`, `7d`) or since a time
+        /// (`2026-11-23T10:00:00Z`).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Only this reason (`spam`, `ratelimit`).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only senders containing this text (case-insensitive).
+        #[arg(long)]
+        sender: Option<String>,
+        /// Only messages with a recipient containing this text (case-insensitive).
+        #[arg(long)]
+        rcpt: Option<String>,
+        /// Only scores at or above.
+        #[arg(long, value_name = "SCORE", allow_negative_numbers = true)]
+        min_score: Option<f64>,
+        /// JSON (an array of entries) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One entry: summary, hits and the message's headers.
+    Show {
+        /// The quarantine id.
+        id: String,
+        /// The entry's metadata as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The message, byte for byte as received, to stdout.
+    Cat {
+        /// The quarantine id.
+        id: String,
+    },
+    /// Deliver a message through the configured next hop, with an X-Quarantine-ID header,
+    /// to its original recipients or the given ones.
+    Release {
+        /// The quarantine id.
+        id: String,
+        /// Deliver to these addresses instead of the original recipients.
+        #[arg(long = "to", value_name = "ADDR")]
+        to: Vec<String>,
+        /// Release again although it was released before.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Delete entries.
+    Delete {
+        /// Quarantine ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Delete entries older than a duration.
+    Purge {
+        /// `30d`, `12h`, ...
+        #[arg(long, value_name = "DURATION")]
+        older_than: String,
+    },
+    /// Counts and sizes by reason and policy.
+    Stats {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A failure with its exit code.
+struct Fail(u8, anyhow::Error);
+
+impl<E: Into<anyhow::Error>> From<E> for Fail {
+    fn from(e: E) -> Self {
+        let e = e.into();
+        let code = match e.downcast_ref::<QuarantineError>() {
+            Some(QuarantineError::Unknown(_) | QuarantineError::BadId(_)) => exit::NOINPUT,
+            Some(QuarantineError::Corrupt { .. }) => exit::DATAERR,
+            Some(QuarantineError::Io { .. }) => exit::IOERR,
+            None => 1,
+        };
+        Fail(code, e)
+    }
+}
+
+fn fail(code: u8, e: impl Into<anyhow::Error>) -> Fail {
+    Fail(code, e.into())
+}
 
 fn main() -> ExitCode {
-    eprintln!("filterq: not available yet: the quarantine is not part of this build");
-    ExitCode::from(69)
+    let args = Args::parse();
+    match run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(Fail(code, e)) => {
+            eprintln!("filterq: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(args: Args) -> Result<u8, Fail> {
+    let raw = match &args.config {
+        Some(path) => load_raw(path).map_err(|e| {
+            fail(
+                exit::CONFIG,
+                anyhow::anyhow!("configuration is invalid:\n{e}"),
+            )
+        })?,
+        None => RawConfig::default(),
+    };
+    let dir = args.dir.clone().unwrap_or_else(|| quarantine_dir(&raw));
+    let store = Quarantine::open(&dir)?;
+    let out = &mut std::io::stdout().lock();
+    match args.command {
+        Cmd::List {
+            since,
+            reason,
+            sender,
+            rcpt,
+            min_score,
+            json,
+        } => {
+            let since = since.as_deref().map(parse_since).transpose()?;
+            let mut corrupt = 0;
+            let mut shown = vec![];
+            for e in store.list()? {
+                match e {
+                    Ok(e) => {
+                        let keep = since.is_none_or(|t| e.time >= t)
+                            && reason.as_ref().is_none_or(|r| &e.reason == r)
+                            && sender.as_ref().is_none_or(|s| contains(&e.sender, s))
+                            && rcpt
+                                .as_ref()
+                                .is_none_or(|r| e.recipients.iter().any(|x| contains(x, r)))
+                            && min_score.is_none_or(|m| e.score.is_some_and(|s| s >= m));
+                        if keep {
+                            shown.push(e);
+                        }
+                    }
+                    Err(e) => {
+                        corrupt += 1;
+                        eprintln!("filterq: {e}");
+                    }
+                }
+            }
+            if json {
+                serde_json::to_writer_pretty(&mut *out, &shown)?;
+                writeln!(out)?;
+            } else {
+                print_table(out, &shown, std::io::stdout().is_terminal())?;
+            }
+            Ok(if corrupt > 0 { exit::DATAERR } else { 0 })
+        }
+        Cmd::Show { id, json } => {
+            let e = store.get(&id)?;
+            if json {
+                serde_json::to_writer_pretty(&mut *out, &e)?;
+                writeln!(out)?;
+            } else {
+                let msg = store.message(&id)?;
+                print_entry(out, &e, &msg)?;
+            }
+            Ok(0)
+        }
+        Cmd::Cat { id } => {
+            let msg = store.message(&id)?;
+            out.write_all(&msg)?;
+            Ok(0)
+        }
+        Cmd::Release { id, to, force } => release(&store, &raw, &id, to, force, out),
+        Cmd::Delete { ids } => {
+            for id in &ids {
+                store.delete(id)?;
+                writeln!(out, "deleted {id}")?;
+            }
+            Ok(0)
+        }
+        Cmd::Purge { older_than } => {
+            let age = humantime::parse_duration(&older_than).map_err(|e| {
+                fail(
+                    exit::USAGE,
+                    anyhow::anyhow!("--older-than `{older_than}`: {e}"),
+                )
+            })?;
+            let cutoff = SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH);
+            let r = store.purge(cutoff)?;
+            writeln!(
+                out,
+                "purged {} entr{} ({} bytes) older than {older_than}",
+                r.entries,
+                if r.entries == 1 { "y" } else { "ies" },
+                r.bytes
+            )?;
+            Ok(0)
+        }
+        Cmd::Stats { json } => stats(&store, json, out),
+    }
+}
+
+fn contains(haystack: &str, needle: &str) -> bool {
+    haystack.to_lowercase().contains(&needle.to_lowercase())
+}
+
+/// `2h`, `7d` (that long ago) or an RFC 3339 time, as Unix seconds.
+fn parse_since(s: &str) -> Result<u64, Fail> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(unix(SystemTime::now().checked_sub(d).unwrap_or(UNIX_EPOCH)));
+    }
+    humantime::parse_rfc3339_weak(s).map(unix).map_err(|_| {
+        fail(
+            exit::USAGE,
+            anyhow::anyhow!(
+                "--since `{s}`: neither a duration (2h, 7d) nor a time (2026-11-23T10:00:00Z)"
+            ),
+        )
+    })
+}
+
+fn time(t: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(t)).to_string()
+}
+
+fn score(s: Option<f64>) -> String {
+    s.map_or("-".into(), filterd::verdict::format_score)
+}
+
+/// Cut to `n` characters (with an ellipsis) when `cut`, for a terminal.
+fn fit(s: &str, n: usize, cut: bool) -> String {
+    let s: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if cut && s.chars().count() > n {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    } else {
+        s
+    }
+}
+
+fn print_table(out: &mut impl std::io::Write, entries: &[Entry], tty: bool) -> std::io::Result<()> {
+    let rows: Vec<[String; 7]> = entries
+        .iter()
+        .map(|e| {
+            let rcpts = match e.recipients.as_slice() {
+                [one] => one.clone(),
+                [first, rest @ ..] => format!("{first} +{}", rest.len()),
+                [] => String::new(),
+            };
+            [
+                e.id.clone(),
+                time(e.time),
+                score(e.score),
+                format!(
+                    "{}{}",
+                    e.reason,
+                    if e.released.is_empty() { "" } else { "*" }
+                ),
+                fit(&format!("<{}>", e.sender), 32, tty),
+                fit(&rcpts, 32, tty),
+                fit(e.subject.as_deref().unwrap_or(""), 40, tty),
+            ]
+        })
+        .collect();
+    let head = [
+        "ID",
+        "TIME",
+        "SCORE",
+        "REASON",
+        "SENDER",
+        "RECIPIENTS",
+        "SUBJECT",
+    ];
+    let mut width = head.map(|h| h.chars().count());
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |out: &mut dyn std::io::Write, cells: &[String]| -> std::io::Result<()> {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(width).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        writeln!(out, "{}", s.trim_end())
+    };
+    line(out, &head.map(String::from))?;
+    for r in &rows {
+        line(out, r)?;
+    }
+    if tty {
+        writeln!(out, "{} message(s); * = released before", rows.len())?;
+    }
+    Ok(())
+}
+
+fn print_entry(out: &mut impl std::io::Write, e: &Entry, msg: &[u8]) -> std::io::Result<()> {
+    let opt = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
+    writeln!(out, "ID:          {}", e.id)?;
+    writeln!(out, "Time:        {}", time(e.time))?;
+    writeln!(out, "Reason:      {}", e.reason)?;
+    writeln!(out, "Policy:      {}", e.policy)?;
+    writeln!(out, "Score:       {}", score(e.score))?;
+    writeln!(out, "Client:      {} (HELO {})", opt(&e.client_ip), e.helo)?;
+    writeln!(out, "Queue-ID:    {}", opt(&e.queue_id))?;
+    writeln!(out, "Sender:      <{}>", e.sender)?;
+    writeln!(
+        out,
+        "Recipients:  {}",
+        e.recipients
+            .iter()
+            .map(|r| format!("<{r}>"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
+    writeln!(out, "Message-ID:  {}", opt(&e.message_id))?;
+    writeln!(
+        out,
+        "Subject:     {}",
+        fit(&opt(&e.subject), usize::MAX, false)
+    )?;
+    writeln!(out, "Size:        {} bytes", e.size)?;
+    for r in &e.released {
+        writeln!(
+            out,
+            "Released:    {} to {}: {}",
+            time(r.time),
+            r.recipients.join(", "),
+            r.reply
+        )?;
+    }
+    writeln!(out, "Hits:")?;
+    for h in &e.hits {
+        writeln!(
+            out,
+            "  {:<28} {}",
+            h.name,
+            filterd::verdict::format_score(h.score)
+        )?;
+    }
+    writeln!(out, "Headers:")?;
+    let end = filterd::message::HeaderBlock::parse(msg).end.min(msg.len());
+    out.write_all(&msg[..end])?;
+    Ok(())
+}
+
+/// Reinject through the next hop: XFORWARD-less MAIL with the original sender and BODY,
+/// the recipients, and the message with `X-Quarantine-ID: <ID>` on top.
+fn release(
+    store: &Quarantine,
+    raw: &RawConfig,
+    id: &str,
+    to: Vec<String>,
+    force: bool,
+    out: &mut impl std::io::Write,
+) -> Result<u8, Fail> {
+    let mut entry = store.get(id)?;
+    if let (Some(last), false) = (entry.released.last(), force) {
+        return Err(fail(
+            exit::USAGE,
+            anyhow::anyhow!(
+                "{id} was already released at {} to {}; add --force to release it again",
+                time(last.time),
+                last.recipients.join(", ")
+            ),
+        ));
+    }
+    let msg = store.message(id)?;
+    let hop = next_hop_of(raw).map_err(|e| {
+        fail(
+            exit::CONFIG,
+            anyhow::anyhow!("configuration is invalid:\n{e}"),
+        )
+    })?;
+    let label = hop.label();
+    let recipients = if to.is_empty() {
+        entry.recipients.clone()
+    } else {
+        to
+    };
+    let params = MailParams {
+        body: match entry.body.as_deref() {
+            Some("8BITMIME") => Some(Body::EightBitMime),
+            Some("7BIT") => Some(Body::SevenBit),
+            _ => None,
+        },
+        smtputf8: entry.smtputf8,
+        ..MailParams::default()
+    };
+    let rcpts: Vec<Recipient> = recipients
+        .iter()
+        .map(|a| Recipient {
+            address: a.clone(),
+            params: RcptParams::default(),
+        })
+        .collect();
+    let header = format!("X-Quarantine-ID: <{id}>\r\n");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let result = runtime.block_on(async {
+        let mut conn = RelayConn::connect(Arc::new(hop)).await?;
+        let (mail, replies) = conn
+            .mail(&Xforward::default(), &entry.sender, &params, &rcpts)
+            .await?;
+        if !mail.is_positive() {
+            return Ok((mail, vec![], replies));
+        }
+        let accepted: Vec<String> = rcpts
+            .iter()
+            .zip(&replies)
+            .filter(|(_, r)| r.is_positive())
+            .map(|(r, _)| r.address.clone())
+            .collect();
+        if accepted.is_empty() {
+            let _ = conn.rset().await;
+            conn.quit().await;
+            return Ok((mail, accepted, replies));
+        }
+        let data = conn.data(&[header.as_bytes(), &msg]).await?;
+        conn.quit().await;
+        Ok::<_, filterd::smtp::relay::RelayError>((data, accepted, replies))
+    });
+    let (final_reply, accepted, replies) = result.map_err(|e| {
+        fail(
+            exit::TEMPFAIL,
+            anyhow::anyhow!("next hop {label} unavailable: {e}; {id} stays in the quarantine"),
+        )
+    })?;
+    for (r, reply) in recipients.iter().zip(&replies) {
+        writeln!(out, "<{r}>: {}", reply.one_line())?;
+    }
+    if !final_reply.is_positive() || accepted.is_empty() {
+        let code = if final_reply.is_transient() {
+            exit::TEMPFAIL
+        } else {
+            exit::UNAVAILABLE
+        };
+        return Err(fail(
+            code,
+            anyhow::anyhow!(
+                "next hop {label} refused: {}; {id} stays in the quarantine",
+                final_reply.one_line()
+            ),
+        ));
+    }
+    entry.released.push(Release {
+        time: unix(SystemTime::now()),
+        recipients: accepted.clone(),
+        reply: final_reply.one_line(),
+    });
+    store.update(&entry)?;
+    writeln!(
+        out,
+        "released {id} to {}: {}",
+        accepted.join(", "),
+        final_reply.one_line()
+    )?;
+    Ok(if accepted.len() < recipients.len() {
+        exit::UNAVAILABLE
+    } else {
+        0
+    })
+}
+
+#[derive(serde::Serialize, Default)]
+struct Stats {
+    entries: usize,
+    bytes: u64,
+    corrupt: usize,
+    released: usize,
+    oldest: Option<String>,
+    newest: Option<String>,
+    by_reason: std::collections::BTreeMap<String, usize>,
+    by_policy: std::collections::BTreeMap<String, usize>,
+}
+
+fn stats(store: &Quarantine, json: bool, out: &mut impl std::io::Write) -> Result<u8, Fail> {
+    let mut s = Stats::default();
+    for e in store.list()? {
+        let Ok(e) = e else {
+            s.corrupt += 1;
+            continue;
+        };
+        s.entries += 1;
+        s.bytes += e.size;
+        s.released += usize::from(!e.released.is_empty());
+        s.oldest.get_or_insert_with(|| time(e.time));
+        s.newest = Some(time(e.time));
+        *s.by_reason.entry(e.reason).or_default() += 1;
+        *s.by_policy.entry(e.policy).or_default() += 1;
+    }
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &s)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "entries:   {} ({} bytes)", s.entries, s.bytes)?;
+        writeln!(out, "released:  {}", s.released)?;
+        writeln!(out, "corrupt:   {}", s.corrupt)?;
+        writeln!(out, "oldest:    {}", s.oldest.as_deref().unwrap_or("-"))?;
+        writeln!(out, "newest:    {}", s.newest.as_deref().unwrap_or("-"))?;
+        for (k, v) in &s.by_reason {
+            writeln!(out, "reason {k}: {v}")?;
+        }
+        for (k, v) in &s.by_policy {
+            writeln!(out, "policy {k}: {v}")?;
+        }
+    }
+    Ok(if s.corrupt > 0 { exit::DATAERR } else { 0 })
 }

@@ -119,43 +119,7 @@ impl Config {
     /// Parse and validate TOML text. Each section is read on its own so that problems in
     /// several sections are all reported.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError {
-            problems: vec![format!("TOML syntax: {}", e.to_string().trim())],
-        })?;
-        let mut problems = vec![];
-        let mut raw = RawConfig::default();
-        for (key, value) in table {
-            let text = value.clone();
-            macro_rules! section {
-                ($field:ident) => {
-                    match text.try_into() {
-                        Ok(v) => raw.$field = v,
-                        Err(e) => problems.push(format!("[{key}]: {}", e.to_string().trim())),
-                    }
-                };
-            }
-            match key.as_str() {
-                "server" => section!(server),
-                "next_hop" => section!(next_hop),
-                "scan" => section!(scan),
-                "levels" => section!(levels),
-                "scores" => section!(scores),
-                "log" => section!(log),
-                "bayes" => section!(bayes),
-                "model" => section!(model),
-                "auth" => section!(auth),
-                "origin" => section!(origin),
-                "dkim" => section!(dkim),
-                "actions" => section!(actions),
-                "lists" => section!(lists),
-                "ratelimit" => section!(ratelimit),
-                "quarantine" => section!(quarantine),
-                "policy" => section!(policy),
-                _ => problems.push(format!(
-                    "unknown section or key `{key}` (known: server, next_hop, scan, levels, scores, log, bayes, model, auth, origin, dkim, actions, lists, ratelimit, quarantine, policy)"
-                )),
-            }
-        }
+        let (raw, mut problems) = read_sections(text)?;
         match Self::from_raw(raw) {
             Ok(c) if problems.is_empty() => Ok(c),
             Ok(_) => Err(ConfigError { problems }),
@@ -207,58 +171,13 @@ impl Config {
         if s.max_data_line < 1000 {
             p.push("server.max_data_line: must be at least 1000 (RFC 5321)".into());
         }
-        let hostname = if s.hostname.is_empty() {
-            system_hostname()
-        } else {
-            s.hostname.clone()
-        };
-        if !is_hostname(&hostname) {
-            p.push(format!(
-                "server.hostname: `{hostname}` is not a valid host name"
-            ));
-        }
-
-        let n = &raw.next_hop;
-        let next_addr = match n.address.parse::<SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                p.push(format!(
-                    "next_hop.address: `{}` is not an IP:port address",
-                    n.address
-                ));
-                None
-            }
-        };
+        let hostname = hostname_of(&raw, &mut p);
+        let (next_addr, next_hop) = build_next_hop(&raw, &hostname, &mut p);
         if let Some(a) = next_addr
             && (listen.contains(&a) || lmtp_listen.contains(&a))
         {
             p.push(format!(
                 "next_hop.address: {a} is one of our own listen addresses (mail loop)"
-            ));
-        }
-        positive(
-            "next_hop.connect_timeout_secs",
-            n.connect_timeout_secs,
-            &mut p,
-        );
-        positive(
-            "next_hop.command_timeout_secs",
-            n.command_timeout_secs,
-            &mut p,
-        );
-        positive(
-            "next_hop.data_done_timeout_secs",
-            n.data_done_timeout_secs,
-            &mut p,
-        );
-        let helo_name = if n.helo_name.is_empty() {
-            hostname.clone()
-        } else {
-            n.helo_name.clone()
-        };
-        if !is_hostname(&helo_name) {
-            p.push(format!(
-                "next_hop.helo_name: `{helo_name}` is not a valid host name"
             ));
         }
         positive("scan.budget_ms", raw.scan.budget_ms, &mut p);
@@ -356,14 +275,6 @@ impl Config {
             data_timeout: Duration::from_secs(s.data_timeout_secs),
             scan_budget: Duration::from_millis(raw.scan.budget_ms),
         };
-        let next_hop = NextHop {
-            addr: next_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 10025))),
-            helo_name,
-            connect_timeout: Duration::from_secs(n.connect_timeout_secs),
-            command_timeout: Duration::from_secs(n.command_timeout_secs),
-            data_done_timeout: Duration::from_secs(n.data_done_timeout_secs),
-            xforward: n.xforward,
-        };
         Ok(Config {
             server: ServerSettings {
                 listen,
@@ -374,7 +285,7 @@ impl Config {
             },
             session: Arc::new(session),
             next_hop: Arc::new(next_hop),
-            next_hop_idle: Duration::from_secs(n.reuse_idle_secs),
+            next_hop_idle: Duration::from_secs(raw.next_hop.reuse_idle_secs),
             levels: policies.default_policy().levels,
             policies: Arc::new(policies),
             quarantine,
@@ -392,6 +303,136 @@ impl Config {
             model,
             auth,
         })
+    }
+}
+
+/// The plain data of a TOML text, section by section, with the problems of each section.
+fn read_sections(text: &str) -> Result<(RawConfig, Vec<String>), ConfigError> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError {
+        problems: vec![format!("TOML syntax: {}", e.to_string().trim())],
+    })?;
+    let mut problems = vec![];
+    let mut raw = RawConfig::default();
+    for (key, value) in table {
+        let text = value.clone();
+        macro_rules! section {
+            ($field:ident) => {
+                match text.try_into() {
+                    Ok(v) => raw.$field = v,
+                    Err(e) => problems.push(format!("[{key}]: {}", e.to_string().trim())),
+                }
+            };
+        }
+        match key.as_str() {
+                "server" => section!(server),
+                "next_hop" => section!(next_hop),
+                "scan" => section!(scan),
+                "levels" => section!(levels),
+                "scores" => section!(scores),
+                "log" => section!(log),
+                "bayes" => section!(bayes),
+                "model" => section!(model),
+                "auth" => section!(auth),
+                "origin" => section!(origin),
+                "dkim" => section!(dkim),
+                "actions" => section!(actions),
+                "lists" => section!(lists),
+                "ratelimit" => section!(ratelimit),
+                "quarantine" => section!(quarantine),
+                "policy" => section!(policy),
+                _ => problems.push(format!(
+                    "unknown section or key `{key}` (known: server, next_hop, scan, levels, scores, log, bayes, model, auth, origin, dkim, actions, lists, ratelimit, quarantine, policy)"
+                )),
+            }
+    }
+    Ok((raw, problems))
+}
+
+/// Read a TOML file into plain data only, for tools that need a part of it (`filterq`
+/// needs the quarantine directory and the next hop, not the models).
+pub fn load_raw(path: &Path) -> Result<RawConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        problems: vec![format!("{}: cannot read: {e}", path.display())],
+    })?;
+    match read_sections(&text) {
+        Ok((raw, problems)) if problems.is_empty() => Ok(raw),
+        Ok((_, problems)) | Err(ConfigError { problems }) => Err(ConfigError {
+            problems: problems
+                .into_iter()
+                .map(|p| format!("{}: {p}", path.display()))
+                .collect(),
+        }),
+    }
+}
+
+/// The host name: `[server] hostname`, else the kernel's.
+fn hostname_of(raw: &RawConfig, p: &mut Vec<String>) -> String {
+    let hostname = if raw.server.hostname.is_empty() {
+        system_hostname()
+    } else {
+        raw.server.hostname.clone()
+    };
+    if !is_hostname(&hostname) {
+        p.push(format!(
+            "server.hostname: `{hostname}` is not a valid host name"
+        ));
+    }
+    hostname
+}
+
+/// `[next_hop]`: the address (when valid) and the client settings.
+fn build_next_hop(
+    raw: &RawConfig,
+    hostname: &str,
+    p: &mut Vec<String>,
+) -> (Option<SocketAddr>, NextHop) {
+    let n = &raw.next_hop;
+    let addr = n.address.parse::<SocketAddr>().ok();
+    if addr.is_none() {
+        p.push(format!(
+            "next_hop.address: `{}` is not an IP:port address",
+            n.address
+        ));
+    }
+    for (key, v) in [
+        ("connect_timeout_secs", n.connect_timeout_secs),
+        ("command_timeout_secs", n.command_timeout_secs),
+        ("data_done_timeout_secs", n.data_done_timeout_secs),
+    ] {
+        if v == 0 {
+            p.push(format!("next_hop.{key}: must be greater than 0"));
+        }
+    }
+    let helo_name = if n.helo_name.is_empty() {
+        hostname.to_string()
+    } else {
+        n.helo_name.clone()
+    };
+    if !is_hostname(&helo_name) {
+        p.push(format!(
+            "next_hop.helo_name: `{helo_name}` is not a valid host name"
+        ));
+    }
+    let hop = NextHop {
+        addr: addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 10025))),
+        helo_name,
+        connect_timeout: Duration::from_secs(n.connect_timeout_secs),
+        command_timeout: Duration::from_secs(n.command_timeout_secs),
+        data_done_timeout: Duration::from_secs(n.data_done_timeout_secs),
+        xforward: n.xforward,
+    };
+    (addr, hop)
+}
+
+/// The next hop of a configuration alone (what `filterq release` reinjects through).
+pub fn next_hop_of(raw: &RawConfig) -> Result<NextHop, ConfigError> {
+    let mut p = vec![];
+    let hostname = hostname_of(raw, &mut p);
+    let (_, hop) = build_next_hop(raw, &hostname, &mut p);
+    if p.is_empty() {
+        Ok(hop)
+    } else {
+        Err(ConfigError { problems: p })
     }
 }
 

@@ -5,7 +5,7 @@
 mod build;
 mod policy;
 
-pub use build::{Config, ConfigError, Levels, ServerSettings};
+pub use build::{Config, ConfigError, Levels, ServerSettings, load_raw, next_hop_of};
 pub use policy::{QuarantineSettings, quarantine_dir};
 
 use serde::Deserialize;

@@ -1,6 +1,7 @@
 //! The integration test binary: filterd processes on loopback against in-process sinks,
 //! in-process sessions over duplex streams, the CLI, and a real Postfix end to end.
 
+mod actions;
 mod auth;
 mod cli;
 mod model;
