@@ -159,6 +159,26 @@ impl Quarantine {
         Ok(())
     }
 
+    /// Check, without creating anything, that [`Quarantine::prepare`] can succeed: the
+    /// directory, or its nearest existing ancestor, is a writable directory
+    /// (`filterd --check-config`).
+    pub fn check(&self) -> Result<(), QuarantineError> {
+        let mut at = self.dir.as_path();
+        while !at.exists() {
+            match at.parent() {
+                Some(p) if !p.as_os_str().is_empty() => at = p,
+                _ => break,
+            }
+        }
+        let probe = at.join(format!(".filterd-probe-{}", std::process::id()));
+        File::create(&probe).map_err(|e| QuarantineError::Io {
+            path: self.dir.clone(),
+            source: std::io::Error::new(e.kind(), format!("cannot write in {}: {e}", at.display())),
+        })?;
+        let _ = fs::remove_file(&probe);
+        Ok(())
+    }
+
     /// Open (creating) the store at `dir` and make sure it is writable.
     pub fn create(dir: &Path) -> Result<Self, QuarantineError> {
         let q = Self::at(dir);

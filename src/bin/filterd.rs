@@ -139,7 +139,7 @@ fn main() -> ExitCode {
     };
     if args.check_config {
         if let Some(q) = &config.quarantine
-            && let Err(e) = q.store.prepare()
+            && let Err(e) = q.store.check()
         {
             eprintln!("filterd: configuration is invalid:\n  - quarantine: {e}");
             return ExitCode::from(EX_CONFIG);

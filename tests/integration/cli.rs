@@ -49,3 +49,33 @@ fn check_config_lists_every_problem_and_exits_78() {
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/filterd.toml"));
 }
+
+#[test]
+fn an_unwritable_quarantine_is_refused_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n[bayes]\nenabled = false\n[model]\nenabled = false\n[quarantine]\ndir = \"/proc/filterd-test/quarantine\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_filterd"))
+        .args(["--check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("quarantine: /proc/filterd-test/quarantine"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_filterd"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(71));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/proc/filterd-test/quarantine"), "{err}");
+}

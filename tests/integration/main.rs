@@ -4,6 +4,8 @@
 mod actions;
 mod auth;
 mod cli;
+mod crash;
+mod filterq;
 mod model;
 mod postfix;
 mod relay;
