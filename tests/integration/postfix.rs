@@ -83,8 +83,8 @@ data_directory = {d_str}/data
 maillog_file = {d_str}/maillog
 maillog_file_prefixes = {d_str}
 mynetworks = 127.0.0.0/8
-relay_domains = sink.test
-transport_maps = inline:{{ sink.test=smtp:[127.0.0.1]:{sink_port} }}
+relay_domains = sink.test, blocked.test
+transport_maps = inline:{{ sink.test=smtp:[127.0.0.1]:{sink_port}, blocked.test=smtp:[127.0.0.1]:{sink_port} }}
 smtpd_relay_restrictions = permit_mynetworks, reject
 content_filter = filterd:[127.0.0.1]:{filterd_port}
 alias_maps =
@@ -387,4 +387,130 @@ async fn with_filterd_stopped_postfix_defers_and_delivers_after_restart() {
     markers.sort();
     assert_eq!(markers, (0..10).collect::<Vec<_>>());
     assert!(!pf.maillog().contains("status=bounced"));
+}
+
+fn filterq(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_filterq"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run filterq")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gtube_to_a_blocked_domain_is_quarantined_and_released_exactly_once() {
+    if unavailable().is_some() {
+        return;
+    }
+    let sink = Sink::start(Behaviour::default()).await;
+    let reinject = free_port();
+    // Spam passes tagged by default; the bank for blocked.test discards it into the quarantine.
+    let f = Filterd::start(
+        SocketAddr::from(([127, 0, 0, 1], reinject)),
+        "[actions]\nspam_destiny = \"pass\"\nspam_quarantine = false\n\
+[[policy]]\nname = \"blocked\"\nrecipient_domains = [\"blocked.test\"]\nspam_destiny = \"discard\"\nspam_quarantine = true\n",
+    );
+    let pf = Postfix::start(f.addr().port(), reinject, sink.addr);
+    let (mut c, _) = Client::connect_from("127.0.0.2".parse().unwrap(), pf.smtpd).await;
+    let r = c
+        .send_message(
+            "spammer@sink.test",
+            &["carol@blocked.test"],
+            &crate::util::gtube(),
+        )
+        .await;
+    assert!(r.starts_with("250"), "{r}");
+    assert!(c.cmd("RSET").await.starts_with("250"));
+    let r = c
+        .send_message("alice@sink.test", &["carol@blocked.test"], &message(7))
+        .await;
+    assert!(r.starts_with("250"), "{r}");
+    c.cmd("QUIT").await;
+    // The ham arrives, tagged; the spam does not.
+    assert_eq!(
+        sink.wait_for(1, Duration::from_secs(60)).await,
+        1,
+        "{}",
+        pf.maillog()
+    );
+    assert!(
+        pf.wait_queue_empty(Duration::from_secs(30)),
+        "{}",
+        pf.queue_listing()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = sink.received();
+    assert_eq!(got.len(), 1, "{}", f.log_text());
+    assert_eq!(marker(&got[0].data), Some(7));
+    let ham = String::from_utf8_lossy(&got[0].data).into_owned();
+    assert!(
+        ham.contains("X-Spam-Flag: NO\r\n") && ham.contains("X-Spam-Status: No, score="),
+        "{ham}"
+    );
+    assert!(
+        f.log_text()
+            .contains("Blocked SPAM {DiscardedInbound,Quarantined}"),
+        "{}",
+        f.log_text()
+    );
+    // filterq lists it, with Postfix's queue id.
+    let cfg = f.config_path();
+    let o = filterq(&cfg, &["list", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(list[0]["recipients"][0], "carol@blocked.test");
+    assert_eq!(list[0]["policy"], "blocked");
+    assert!(list[0]["queue_id"].is_string(), "{list:?}");
+    let table = filterq(&cfg, &["list"]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains(&id));
+    // Released through Postfix's reinjection listener: delivered once, with its id.
+    let o = tokio::task::spawn_blocking({
+        let (cfg, id) = (cfg.clone(), id.clone());
+        move || filterq(&cfg, &["release", &id])
+    })
+    .await
+    .unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        sink.wait_for(2, Duration::from_secs(60)).await,
+        2,
+        "{}",
+        pf.maillog()
+    );
+    assert!(
+        pf.wait_queue_empty(Duration::from_secs(30)),
+        "{}",
+        pf.queue_listing()
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let got = sink.received();
+    assert_eq!(got.len(), 2, "released more than once");
+    let released = String::from_utf8_lossy(&got[1].data).into_owned();
+    assert!(
+        released.contains(&format!("X-Quarantine-ID: <{id}>\r\n")),
+        "{released}"
+    );
+    assert!(
+        released.contains("GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL"),
+        "{released}"
+    );
+    assert_eq!(got[1].rcpts.len(), 1);
+    assert!(
+        got[1].rcpts[0].starts_with("RCPT TO:<carol@blocked.test>"),
+        "{:?}",
+        got[1].rcpts
+    );
+    assert!(!pf.maillog().contains("status=bounced"), "{}", pf.maillog());
+    // A second release is refused without --force.
+    let o = filterq(&cfg, &["release", &id]);
+    assert_eq!(o.status.code(), Some(64));
 }
