@@ -168,7 +168,7 @@ async fn spawn_filterd(
     let cfg = dir.join(format!("filterd-{port}.toml"));
     std::fs::write(
         &cfg,
-        format!("[server]\nlisten = [\"127.0.0.1:{port}\"]\nmax_connections = 256\n[next_hop]\naddress = \"{next_hop}\"\n[log]\nlevel = \"warn\"\n[bayes]\nenabled = false\n[model]\nenabled = {model}\n[auth]\nenabled = false\n"),
+        format!("[server]\nlisten = [\"127.0.0.1:{port}\"]\nmax_connections = 256\n[next_hop]\naddress = \"{next_hop}\"\n[log]\nlevel = \"warn\"\n[bayes]\nenabled = false\n[model]\nenabled = {model}\n[auth]\nenabled = false\n[quarantine]\ndir = \"{}\"\n", dir.join("quarantine").display()),
     )
     .expect("config");
     let child = Command::new(env!("CARGO_BIN_EXE_filterd"))

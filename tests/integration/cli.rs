@@ -79,3 +79,36 @@ fn an_unwritable_quarantine_is_refused_with_its_path() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/proc/filterd-test/quarantine"), "{err}");
 }
+
+#[test]
+fn the_commented_policy_banks_of_the_example_are_valid() {
+    let example = std::fs::read_to_string(repo().join("filterd.toml.example")).unwrap();
+    let start = example.find("# [[policy]]").expect("a policy example");
+    let block: String = example[start..]
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| l.strip_prefix("# ").unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(block.matches("[[policy]]").count() >= 2, "{block}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("banks.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{block}\n[bayes]\nenabled = false\n[quarantine]\ndir = \"{}\"\n",
+            dir.path().join("q").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_filterd"))
+        .args(["--check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{block}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
