@@ -60,6 +60,18 @@ pub struct Prepared {
     pub over_limit: Vec<(usize, String)>,
 }
 
+/// What one scan works from, for building each relayed copy.
+#[derive(Clone, Copy)]
+struct Context<'a> {
+    env: &'a Envelope,
+    msg: &'a [u8],
+    mail_id: &'a str,
+    now: i64,
+    prepared: &'a Prepared,
+    features: &'a Features<'a>,
+    autolearn: &'static str,
+}
+
 /// What the pipeline found, for the log lines and the quarantine: one entry per part of
 /// the disposition.
 #[derive(Debug, Clone)]
@@ -70,6 +82,10 @@ pub struct Judgement {
     pub subject: Option<String>,
     /// Outbound mail (logged `...Outbound`).
     pub originating: bool,
+    /// The original client's IP and HELO (XFORWARD or the trusted Received header).
+    pub client: Option<std::net::IpAddr>,
+    /// The original client's HELO name, when known.
+    pub helo: String,
 }
 
 /// The verdict and decision for one part.
@@ -269,7 +285,18 @@ impl Pipeline {
             }
             let action = match decision.destiny {
                 Destiny::Pass => Action::Relay(self.tag(
-                    env, msg, mail_id, now, prepared, &features, &verdict, policy, autolearn,
+                    &Context {
+                        env,
+                        msg,
+                        mail_id,
+                        now,
+                        prepared,
+                        features: &features,
+                        autolearn,
+                    },
+                    &verdict,
+                    policy,
+                    decision.quarantine,
                 )),
                 Destiny::Discard => Action::Discard,
                 Destiny::Reject => Action::Reject(Reply::policy_reject(mail_id)),
@@ -309,27 +336,33 @@ impl Pipeline {
                 parts: judged,
                 subject: features.subject.clone(),
                 originating: prepared.originating,
+                client: prepared.origin.ip,
+                helo: prepared.origin.helo.clone(),
             },
             parts,
         }
     }
 
     /// The relayed copy for one policy: our Authentication-Results (forged ones claiming our
-    /// id dropped), the X-Spam-* headers, the subject tag, our Received line, all at the
-    /// byte level; then a DKIM signature over exactly what leaves, for originating mail.
-    #[allow(clippy::too_many_arguments)]
+    /// id dropped), the X-Spam-* headers, the subject tag, `X-Quarantine-ID` when a copy is
+    /// also kept, our Received line, all at the byte level; then a DKIM signature over
+    /// exactly what leaves, for originating mail.
     fn tag(
         &self,
-        env: &Envelope,
-        msg: &[u8],
-        mail_id: &str,
-        now: i64,
-        prepared: &Prepared,
-        features: &Features<'_>,
+        cx: &Context<'_>,
         verdict: &Verdict,
         policy: &Policy,
-        autolearn: &str,
+        quarantined: bool,
     ) -> Rewrite {
+        let Context {
+            env,
+            msg,
+            mail_id,
+            now,
+            prepared,
+            features,
+            autolearn,
+        } = *cx;
         let mut prefix: Vec<u8> = Vec::with_capacity(512);
         if let Some(a) = &prepared.auth {
             prefix.extend_from_slice(a.header.as_bytes());
@@ -344,6 +377,9 @@ impl Pipeline {
                 subject,
                 &policy.subject_tag,
             ));
+        }
+        if quarantined {
+            prefix.extend_from_slice(format!("X-Quarantine-ID: <{mail_id}>\r\n").as_bytes());
         }
         prefix.extend_from_slice(self.received_header(env, mail_id, now).as_bytes());
         let authserv_id = self
@@ -483,12 +519,12 @@ fn entry(
                 })
                 .collect()
         }),
-        client_ip: env.xforward.addr().map(|ip| ip.to_string()),
-        helo: env
-            .xforward
-            .get(XforwardAttr::Helo)
-            .unwrap_or(&env.helo)
-            .to_string(),
+        client_ip: judgement.client.map(|ip| ip.to_string()),
+        helo: if judgement.helo.is_empty() {
+            env.helo.clone()
+        } else {
+            judgement.helo.clone()
+        },
         queue_id: env.xforward.get(XforwardAttr::Ident).map(str::to_string),
         sender: env.sender.clone(),
         recipients: recipients

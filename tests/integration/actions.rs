@@ -286,6 +286,20 @@ async fn every_destiny_at_every_level_boundary() {
     assert!(e.hits.iter().any(|h| h.name == "GTUBE" && h.score == 20.0));
     assert_eq!(e.subject.as_deref(), Some("case discard-at"));
     assert!(log.contains(&format!("quarantine: {}", e.id)), "{log}");
+    // Delivered and also kept: the delivered copy says where the copy is.
+    let kept = entries(&f.quarantine_dir())
+        .into_iter()
+        .find(|e| e.policy == "pass-at")
+        .unwrap();
+    let delivered = relayed("pass-at").unwrap();
+    assert_eq!(
+        header(&delivered, "X-Quarantine-ID"),
+        Some(format!("<{}>", kept.id).as_str())
+    );
+    assert_eq!(
+        header(&relayed("pass-below").unwrap(), "X-Quarantine-ID"),
+        None
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
