@@ -23,20 +23,23 @@ fn check_config_accepts_the_example_and_defaults() {
     assert!(out.status.success());
 }
 
-#[test]
-fn check_config_lists_every_problem_and_exits_78() {
+/// `filterd --check-config` on a config file holding `text`.
+fn check_text(text: &str) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
-        "[server]\nlisten = [\"localhost\"]\nmax_connections = 0\n[scores]\nNOT_A_RULE = 2\n[levles]\n",
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_filterd"))
+    let path = dir.path().join("filterd.toml");
+    std::fs::write(&path, text).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_filterd"))
         .args(["--check-config", "--config"])
         .arg(&path)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn check_config_lists_every_problem_and_exits_78() {
+    let out = check_text(
+        "[server]\nlisten = [\"localhost\"]\nmax_connections = 0\n[scores]\nNOT_A_RULE = 2\n[levles]\n",
+    );
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
     for needle in ["server.listen", "max_connections", "NOT_A_RULE", "levles"] {
@@ -52,24 +55,17 @@ fn check_config_lists_every_problem_and_exits_78() {
 
 #[test]
 fn an_unwritable_quarantine_is_refused_with_its_path() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("q.toml");
-    std::fs::write(
-        &path,
-        "[server]\nlisten = [\"127.0.0.1:0\"]\n[bayes]\nenabled = false\n[model]\nenabled = false\n[quarantine]\ndir = \"/proc/filterd-test/quarantine\"\n",
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_filterd"))
-        .args(["--check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let text = "[server]\nlisten = [\"127.0.0.1:0\"]\n[bayes]\nenabled = false\n[model]\nenabled = false\n[quarantine]\ndir = \"/proc/filterd-test/quarantine\"\n";
+    let out = check_text(text);
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("quarantine: /proc/filterd-test/quarantine"),
         "{err}"
     );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.toml");
+    std::fs::write(&path, text).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_filterd"))
         .arg("--config")
         .arg(&path)
@@ -91,21 +87,11 @@ fn the_commented_policy_banks_of_the_example_are_valid() {
         .collect::<Vec<_>>()
         .join("\n");
     assert!(block.matches("[[policy]]").count() >= 2, "{block}");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("banks.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "{block}\n[bayes]\nenabled = false\n[quarantine]\ndir = \"{}\"\n",
-            dir.path().join("q").display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_filterd"))
-        .args(["--check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let q = tempfile::tempdir().unwrap();
+    let out = check_text(&format!(
+        "{block}\n[bayes]\nenabled = false\n[quarantine]\ndir = \"{}\"\n",
+        q.path().join("q").display()
+    ));
     assert!(
         out.status.success(),
         "{}\n{block}",
