@@ -24,9 +24,10 @@
 //! - [`action`]: what is done to the message: tagging, the quarantine store.
 //! - [`pipeline`]: the order of the steps for one message.
 //! - [`logline`]: the amavis-compatible per-message log line.
-//! - [`model`]: trained models (Bayes, ONNX) shared by the daemon and the CLIs (to come).
+//! - [`model`]: trained models (Bayes, ONNX) shared by the daemon and the CLIs.
 //!
-//! Invariants: 250 to the end of DATA only after the next hop's 250; any doubt is 451;
+//! Invariants: 250 to the end of DATA only after the next hop's 250, a durable (fsynced)
+//! quarantine write, or a deliberate discard by policy; any doubt is 451;
 //! headers are added at the byte level and the MIME tree is never re-serialised; filterd
 //! relays only to its configured next hop.
 

@@ -3,8 +3,12 @@
 //! The envelope is relayed as it arrives: MAIL and each RCPT are forwarded to the next hop
 //! and its answer is mirrored, so a recipient the next hop refuses is refused to Postfix with
 //! the next hop's own code (no recipient is ever dropped silently, none is held back). After
-//! DATA the filter scans the message; only then does the content go to the next hop, and the
-//! client hears 250 only after the next hop said 250 for it.
+//! DATA the filter scans the message and says what to do with each group of recipients
+//! (a [`Disposition`]): quarantine copies are written first (durably, on a blocking thread),
+//! then each group is relayed, discarded or rejected, and the client hears 250 only after the
+//! next hop said 250 for what was relayed. Groups with different outcomes get separate
+//! next-hop transactions; in SMTP mode one reply covers them all (see `deliver`), in LMTP
+//! mode each recipient gets its own.
 
 use crate::smtp::codec::{Command, CommandError, DataError, Decoder, Event, Limits};
 use crate::smtp::envelope::{Envelope, MailParams, Recipient, Xforward};

@@ -610,3 +610,42 @@ fn bad_policy_configuration_lists_every_problem() {
         assert!(e.contains(needle), "`{needle}` missing from:\n{e}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_part_the_next_hop_tempfails_makes_the_whole_message_451_and_drops_the_copy() {
+    let sink = Sink::start(Behaviour {
+        data_reply: Some("451 4.3.0 busy".into()),
+        ..Behaviour::default()
+    })
+    .await;
+    let f = Filterd::start(
+        sink.addr,
+        "[model]\nenabled = false\n[actions]\nspam_destiny = \"pass\"\nspam_quarantine = false\n\
+[[policy]]\nname = \"strict\"\nrecipient_domains = [\"strict.test\"]\nspam_destiny = \"discard\"\nspam_quarantine = true\n",
+    );
+    let (mut c, _) = Client::connect(f.addr()).await;
+    let r = c
+        .send_message("s@example.com", &["a@ok.test", "b@strict.test"], &spam("t"))
+        .await;
+    assert!(r.starts_with("451 4.3.0 "), "{r}");
+    assert!(
+        entries(&f.quarantine_dir()).is_empty(),
+        "Postfix retries the whole message; the copy would be a duplicate"
+    );
+    assert!(
+        f.log_text().contains("Deferred SPAM {TempFailedInbound}"),
+        "{}",
+        f.log_text()
+    );
+    // Quarantine trouble is 451 too, before anything is relayed.
+    let ok = Sink::start(Behaviour::default()).await;
+    let g = Filterd::start(ok.addr, "[model]\nenabled = false\n");
+    std::fs::remove_dir_all(g.quarantine_dir()).unwrap();
+    std::fs::write(g.quarantine_dir(), b"not a directory").unwrap();
+    let (mut c, _) = Client::connect(g.addr()).await;
+    let r = c
+        .send_message("s@example.com", &["a@ok.test"], &spam("q"))
+        .await;
+    assert!(r.starts_with("451 4.3.0 Quarantine unavailable"), "{r}");
+    assert_eq!(ok.count(), 0);
+}
