@@ -40,6 +40,20 @@ Content-Type: text/plain; charset=utf-8\r\n\r\n",
     m.into_bytes()
 }
 
+/// The same message with the GTUBE string in the body: blocked, and with the default
+/// destiny (discard + quarantine) written to the quarantine and fsynced before each 250.
+fn spam_message(size: usize) -> Vec<u8> {
+    let mut m = message(size);
+    let at = m.len() - 3;
+    m.splice(
+        at..at,
+        b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n"
+            .iter()
+            .copied(),
+    );
+    m
+}
+
 async fn read_reply(r: &mut BufReader<TcpStream>, line: &mut String) -> std::io::Result<u16> {
     loop {
         line.clear();
@@ -292,8 +306,12 @@ fn main() {
         let (mut child, filterd) = spawn_filterd(dir.path(), sink.addr, false).await;
         let through = run_phase(filterd, sessions, secs, &msg).await;
         let rss = peak_rss_kib(child.id());
+        let spam = std::sync::Arc::new(spam_message(size));
+        let quarantined = run_phase(filterd, sessions, secs, &spam).await;
+        let rss_quarantine = peak_rss_kib(child.id());
         let _ = child.kill();
         let _ = child.wait();
+        let _ = std::fs::remove_dir_all(dir.path().join("quarantine"));
         let (mut child, filterd) = spawn_filterd(dir.path(), sink.addr, true).await;
         let with_model = run_phase(filterd, sessions, secs, &msg).await;
         let rss_model = peak_rss_kib(child.id());
@@ -304,7 +322,11 @@ fn main() {
         println!("load: {sessions} sessions, {} byte messages, {secs} s per phase (Rust generator, pipelined like Postfix)", msg.len() - 3);
         println!("{:<28} {:>10} {:>9} {:>9} {:>8}", "path", "msg/s", "p50 ms", "p99 ms", "msgs");
         println!("{:<28} {:>10.0} {:>9.3} {:>9.3} {:>8}", "generator -> sink", base.rate, ms(base.p50), ms(base.p99), base.n);
-        for (label, ph, rss) in [("filterd, header checks", &through, rss), ("filterd, headers + model", &with_model, rss_model)] {
+        for (label, ph, rss) in [
+            ("filterd, header checks", &through, rss),
+            ("spam, discard + quarantine", &quarantined, rss_quarantine),
+            ("filterd, headers + model", &with_model, rss_model),
+        ] {
             println!("{label:<28} {:>10.0} {:>9.3} {:>9.3} {:>8}", ph.rate, ms(ph.p50), ms(ph.p99), ph.n);
             println!(
                 "  keeps {:.0}% of the baseline rate; adds p50 {:.3} ms, p99 {:.3} ms; peak RSS {}",
