@@ -725,6 +725,55 @@ mod tests {
     }
 
     #[test]
+    fn a_bank_skipping_a_check_scores_without_it_and_unwanted_checks_do_not_run() {
+        let cfg = Config::parse(
+            "[bayes]\nenabled = false\n[model]\nenabled = false\n[auth]\nenabled = false\n\
+[actions]\nspam_destiny = \"pass\"\nspam_quarantine = false\n\
+[[policy]]\nname = \"nogtube\"\nrecipient_domains = [\"a.test\"]\nskip_checks = [\"gtube\"]\n",
+        )
+        .unwrap();
+        let p = Pipeline::new(&cfg);
+        let mut env = envelope();
+        env.recipients = ["x@a.test", "y@b.test"]
+            .iter()
+            .map(|a| Recipient {
+                address: a.to_string(),
+                params: RcptParams::default(),
+            })
+            .collect();
+        let d = p.scan_at(&env, SEEDS[3], "AbCdEf123456", 1_795_442_400);
+        assert_eq!(d.parts.len(), 2);
+        assert_eq!(d.parts[0].recipients, [0]);
+        assert_eq!(d.verdict.parts[0].policy, "nogtube");
+        let names = |i: usize| -> Vec<&str> {
+            d.verdict.parts[i]
+                .verdict
+                .hits
+                .iter()
+                .map(|h| h.0)
+                .collect()
+        };
+        assert!(!names(0).contains(&"GTUBE"), "{:?}", names(0));
+        assert!(names(1).contains(&"GTUBE"));
+        let score = |i: usize| d.verdict.parts[i].verdict.score;
+        assert!(
+            (score(1) - score(0) - 1000.0).abs() < 1e-9,
+            "GTUBE counts only in b.test"
+        );
+        // Only the skipping bank's recipient: GTUBE does not run at all.
+        env.recipients.truncate(1);
+        let d = p.scan_at(&env, SEEDS[3], "AbCdEf123456", 1_795_442_400);
+        assert_eq!(d.parts.len(), 1);
+        assert!(
+            !d.verdict.parts[0]
+                .verdict
+                .hits
+                .iter()
+                .any(|h| h.0 == "GTUBE")
+        );
+    }
+
+    #[test]
     fn mangled_messages_never_panic_and_keep_their_bytes() {
         let p = Pipeline::new(&config());
         let env = envelope();
@@ -751,6 +800,8 @@ mod tests {
             b"Content-Transfer-Encoding: base64\r\n",
             b"Date: ",
             b"Received: ",
+            b"Subject: ",
+            b"***SPAM*** ",
             b";",
         ];
         let mut x: u64 = 0x2545F4914F6CDD1D;

@@ -151,8 +151,14 @@ impl Quarantine {
 
     /// Create the directories and make sure they are writable (at filterd's start).
     pub fn prepare(&self) -> Result<(), QuarantineError> {
+        use std::os::unix::fs::DirBuilderExt as _;
         let tmp = self.dir.join("tmp");
-        fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        // Held mail is private: directories 0700, files 0600 (for the user filterd runs as).
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&tmp)
+            .map_err(io(&tmp))?;
         let probe = tmp.join(format!(".probe-{}", std::process::id()));
         File::create(&probe).map_err(io(&probe))?;
         let _ = fs::remove_file(&probe);
@@ -396,7 +402,9 @@ fn read_entry(json: &Path, id: &str) -> Result<Entry, QuarantineError> {
 }
 
 fn write_synced(path: &Path, data: &[u8]) -> Result<(), QuarantineError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let mut f = OpenOptions::new()
+        .mode(0o600)
         .write(true)
         .create(true)
         .truncate(true)
@@ -449,6 +457,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let q = Quarantine::create(d.path()).unwrap();
         q.put(&entry("AAAAAAAAAAAA", 10, 5), b"hello").unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &str| fs::metadata(d.path().join(p)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode("AAAAAAAAAAAA.eml"), 0o600);
+        assert_eq!(mode("AAAAAAAAAAAA.json"), 0o600);
+        assert_eq!(mode("tmp"), 0o700);
         q.put(&entry("BBBBBBBBBBBB", 5, 5), b"world").unwrap();
         assert_eq!(q.get("AAAAAAAAAAAA").unwrap().time, 10);
         assert_eq!(q.message("BBBBBBBBBBBB").unwrap(), b"world");
