@@ -82,7 +82,7 @@ pub struct Judgement {
     pub subject: Option<String>,
     /// Outbound mail (logged `...Outbound`).
     pub originating: bool,
-    /// The original client's IP and HELO (XFORWARD or the trusted Received header).
+    /// The original client's IP (XFORWARD or the trusted Received header), when known.
     pub client: Option<std::net::IpAddr>,
     /// The original client's HELO name, when known.
     pub helo: String,
@@ -95,8 +95,6 @@ pub struct PartJudgement {
     pub policy: String,
     /// The score under that policy.
     pub verdict: Verdict,
-    /// At or above kill, or held by the guard.
-    pub blocked: bool,
     /// Why it is held or blocked: `spam`, `ratelimit`.
     pub reason: Option<&'static str>,
     /// For `ratelimit`: the key over its limit.
@@ -320,7 +318,6 @@ impl Pipeline {
                     judged.push(PartJudgement {
                         policy: policy.name.clone(),
                         verdict,
-                        blocked: decision.blocked,
                         reason,
                         detail,
                         quarantine: decision.quarantine,

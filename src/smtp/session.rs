@@ -624,7 +624,7 @@ where
         let mail_id = new_mail_id();
         let message: Arc<[u8]> = message.into();
         let size = message.len();
-        let all: Vec<usize> = (0..envelope.recipients.len()).collect();
+        let all = || (0..envelope.recipients.len()).collect::<Vec<usize>>();
         let prepared = Arc::new(self.filter.prepare(&envelope, &message).await);
         let guarded = |filter: &F, env: &Envelope, msg: &[u8], id: &str, pre: &F::Prepared| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -670,7 +670,7 @@ where
                     &envelope,
                     &mail_id,
                     size,
-                    (None, None, &all),
+                    (None, None, &all()),
                     &Outcome::TempFailed(why),
                     None,
                     started,
@@ -718,7 +718,7 @@ where
                         &envelope,
                         &mail_id,
                         size,
-                        (Some(&verdict), None, &all),
+                        (Some(&verdict), None, &all()),
                         &Outcome::TempFailed(format!("quarantine: {e}")),
                         None,
                         started,
