@@ -507,4 +507,34 @@ async fn gtube_to_a_blocked_domain_is_quarantined_and_released_exactly_once() {
     // A second release is refused without --force.
     let o = filterq(&cfg, &["release", &id]);
     assert_eq!(o.status.code(), Some(64));
+    // One message to both domains: Postfix hands it over in one transaction, filterd splits
+    // it; sink.test gets it tagged, blocked.test's copy is held.
+    let (mut c, _) = Client::connect_from("127.0.0.2".parse().unwrap(), pf.smtpd).await;
+    let r = c
+        .send_message(
+            "spammer@sink.test",
+            &["bob@sink.test", "dave@blocked.test"],
+            &crate::util::gtube(),
+        )
+        .await;
+    assert!(r.starts_with("250"), "{r}");
+    c.cmd("QUIT").await;
+    settle(&pf, &sink, 3, &f.log_text()).await;
+    let got = sink.received();
+    let tagged = String::from_utf8_lossy(&got[2].data).into_owned();
+    assert!(tagged.contains("\r\nX-Spam-Flag: YES\r\n"), "{tagged}");
+    assert_eq!(got[2].rcpts.len(), 1);
+    assert!(
+        got[2].rcpts[0].starts_with("RCPT TO:<bob@sink.test>"),
+        "{:?}",
+        got[2].rcpts
+    );
+    let o = filterq(&cfg, &["list", "--json", "--rcpt", "dave@"]);
+    let held: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(held.as_array().map(Vec::len), Some(1), "{held}");
+    assert_eq!(
+        held[0]["recipients"],
+        serde_json::json!(["dave@blocked.test"])
+    );
+    assert!(!pf.maillog().contains("status=bounced"), "{}", pf.maillog());
 }
