@@ -9,7 +9,7 @@
 //!
 //! The session calls it after DATA and carries out the parts.
 
-use crate::action::quarantine::{Entry, EntryHit, Quarantine, unix};
+use crate::action::quarantine::{Dsn, Entry, EntryHit, Quarantine, unix};
 use crate::auth::origin::Origin;
 use crate::auth::{AuthConfig, AuthResult, AuthVerdict, DmarcVerdict, claims_authserv_id};
 use crate::checks::Registry;
@@ -533,6 +533,15 @@ fn entry(
             Body::EightBitMime => "8BITMIME".to_string(),
         }),
         smtputf8: env.mail_params.smtputf8,
+        dsn: {
+            let held = || recipients.iter().filter_map(|&i| env.recipients.get(i));
+            Dsn {
+                ret: env.mail_params.ret.clone(),
+                envid: env.mail_params.envid.clone(),
+                notify: held().map(|r| r.params.notify.clone()).collect(),
+                orcpt: held().map(|r| r.params.orcpt.clone()).collect(),
+            }
+        },
         message_id: verdict.and_then(|v| v.message_id.clone()),
         subject: judgement.subject.clone(),
         size: msg.len() as u64,

@@ -66,6 +66,33 @@ pub struct EntryHit {
     pub score: f64,
 }
 
+/// The DSN parameters of an envelope, kept so a release re-sends the original envelope.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Dsn {
+    /// `RET=` of MAIL FROM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ret: Option<String>,
+    /// `ENVID=` of MAIL FROM (xtext, as received).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envid: Option<String>,
+    /// `NOTIFY=` of each recipient, in the order of `recipients`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Option<String>>,
+    /// `ORCPT=` of each recipient (xtext, as received), in the order of `recipients`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orcpt: Vec<Option<String>>,
+}
+
+impl Dsn {
+    /// True when the envelope had no DSN parameters.
+    pub fn is_empty(&self) -> bool {
+        self.ret.is_none()
+            && self.envid.is_none()
+            && self.notify.iter().all(Option::is_none)
+            && self.orcpt.iter().all(Option::is_none)
+    }
+}
+
 /// One release of an entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Release {
@@ -107,6 +134,9 @@ pub struct Entry {
     /// The original MAIL FROM had SMTPUTF8.
     #[serde(default)]
     pub smtputf8: bool,
+    /// DSN parameters of the original envelope (RFC 3461), re-sent on release.
+    #[serde(default, skip_serializing_if = "Dsn::is_empty")]
+    pub dsn: Dsn,
     /// The Message-ID header.
     pub message_id: Option<String>,
     /// The Subject header (decoded).
@@ -445,6 +475,7 @@ mod tests {
             recipients: vec!["b@example.net".into()],
             body: None,
             smtputf8: false,
+            dsn: Dsn::default(),
             message_id: Some("<1@example.org>".into()),
             subject: Some("hi".into()),
             size,

@@ -426,7 +426,9 @@ fn release(
         )
     })?;
     let label = hop.label();
-    let recipients = if to.is_empty() {
+    // The original envelope, DSN parameters included; alternates get none.
+    let original = to.is_empty();
+    let recipients = if original {
         entry.recipients.clone()
     } else {
         to
@@ -438,13 +440,21 @@ fn release(
             _ => None,
         },
         smtputf8: entry.smtputf8,
+        ret: entry.dsn.ret.clone().filter(|_| original),
+        envid: entry.dsn.envid.clone().filter(|_| original),
         ..MailParams::default()
     };
+    let param =
+        |list: &[Option<String>], i: usize| list.get(i).cloned().flatten().filter(|_| original);
     let rcpts: Vec<Recipient> = recipients
         .iter()
-        .map(|a| Recipient {
+        .enumerate()
+        .map(|(i, a)| Recipient {
             address: a.clone(),
-            params: RcptParams::default(),
+            params: RcptParams {
+                notify: param(&entry.dsn.notify, i),
+                orcpt: param(&entry.dsn.orcpt, i),
+            },
         })
         .collect();
     let header = format!("X-Quarantine-ID: <{id}>\r\n");

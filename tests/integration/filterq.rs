@@ -2,7 +2,7 @@
 //! subcommand, `--json` that parses, and errors with non-zero exits that name the problem.
 
 use crate::util::sink::{Behaviour, Sink};
-use filterd::action::quarantine::{Entry, EntryHit, Quarantine, unix};
+use filterd::action::quarantine::{Dsn, Entry, EntryHit, Quarantine, unix};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -61,6 +61,12 @@ binary \u{e9}\r\n"
             recipients: vec!["bob@example.net".into(), "carol@example.net".into()],
             body: Some("8BITMIME".into()),
             smtputf8: false,
+            dsn: Dsn {
+                ret: Some("HDRS".into()),
+                envid: Some("Q123".into()),
+                notify: vec![Some("FAILURE".into()), None],
+                orcpt: vec![Some("rfc822;bob@example.net".into()), None],
+            },
             message_id: Some(format!("<{id}@x.test>")),
             subject: Some(format!("held {id}")),
             size: msg.len() as u64,
@@ -199,8 +205,22 @@ async fn release_once_then_force_and_alternate_recipients() {
         got[0].data, want,
         "the message as received, with X-Quarantine-ID"
     );
-    assert_eq!(got[0].mail, "MAIL FROM:<a@x.test> BODY=8BITMIME");
-    assert_eq!(got[0].rcpts.len(), 2);
+    assert!(
+        got[0]
+            .mail
+            .starts_with("MAIL FROM:<a@x.test> BODY=8BITMIME")
+            && got[0].mail.contains(" RET=HDRS")
+            && got[0].mail.contains(" ENVID=Q123"),
+        "the original envelope, DSN parameters included: {}",
+        got[0].mail
+    );
+    assert_eq!(
+        got[0].rcpts,
+        [
+            "RCPT TO:<bob@example.net> NOTIFY=FAILURE ORCPT=rfc822;bob@example.net",
+            "RCPT TO:<carol@example.net>"
+        ]
+    );
     // A second release needs --force.
     let o = run(args(&["release", "CCCCCCCCCCC1"])).await;
     assert_eq!(o.status.code(), Some(64));
@@ -218,6 +238,11 @@ async fn release_once_then_force_and_alternate_recipients() {
     let got = sink.received();
     assert_eq!(got.len(), 2);
     assert_eq!(got[1].rcpts, ["RCPT TO:<admin@example.net>"]);
+    assert!(
+        !got[1].mail.contains("RET="),
+        "alternates get no DSN: {}",
+        got[1].mail
+    );
     let e = json(&run(args(&["show", "--json", "CCCCCCCCCCC1"])).await);
     assert_eq!(e["released"].as_array().unwrap().len(), 2);
     assert_eq!(e["released"][1]["recipients"][0], "admin@example.net");

@@ -471,6 +471,10 @@ async fn gtube_to_a_blocked_domain_is_quarantined_and_released_exactly_once() {
     assert_eq!(list[0]["recipients"][0], "carol@blocked.test");
     assert_eq!(list[0]["policy"], "blocked");
     assert!(list[0]["queue_id"].is_string(), "{list:?}");
+    assert_eq!(
+        list[0]["dsn"]["orcpt"][0], "rfc822;carol@blocked.test",
+        "Postfix's ORCPT is kept for the release"
+    );
     let table = filterq(&cfg, &["list"]);
     assert!(String::from_utf8_lossy(&table.stdout).contains(&id));
     // Released through Postfix's reinjection listener: delivered once, with its id.
