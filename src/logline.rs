@@ -13,6 +13,7 @@ pub fn render(r: &MessageRecord<'_, Judgement>) -> String {
     let part: Option<&PartJudgement> = r.verdict.zip(r.part).and_then(|(j, i)| j.parts.get(i));
     let category = match part {
         Some(p) if p.reason == Some("ratelimit") => "RATELIMIT",
+        Some(p) if p.reason == Some("dmarc") => "DMARC",
         Some(p) => p.verdict.category().as_str(),
         None => "UNCHECKED",
     };

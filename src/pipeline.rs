@@ -95,7 +95,7 @@ pub struct PartJudgement {
     pub policy: String,
     /// The score under that policy.
     pub verdict: Verdict,
-    /// Why it is held or blocked: `spam`, `ratelimit`.
+    /// Why it is held or blocked: `spam`, `ratelimit`, `dmarc`.
     pub reason: Option<&'static str>,
     /// For `ratelimit`: the key over its limit.
     pub detail: Option<String>,
@@ -280,6 +280,13 @@ impl Pipeline {
                 decision.quarantine = true;
                 decision.blocked = true;
                 reason = Some("ratelimit");
+            } else if decision.destiny == Destiny::Pass
+                && dmarc_holds(policy, prepared.auth.as_ref(), &verdict)
+            {
+                decision.destiny = Destiny::Discard;
+                decision.quarantine = true;
+                decision.blocked = true;
+                reason = Some("dmarc");
             }
             let action = match decision.destiny {
                 Destiny::Pass => Action::Relay(self.tag(
@@ -547,6 +554,22 @@ fn entry(
         size: msg.len() as u64,
         released: vec![],
     }
+}
+
+/// The sender's domain asks for failing mail to be rejected or quarantined, and this policy
+/// holds such mail (not when an allow list says otherwise).
+fn dmarc_holds(policy: &Policy, auth: Option<&AuthVerdict>, verdict: &Verdict) -> bool {
+    use crate::auth::DmarcPolicy;
+    let asked = match auth.map(|a| a.dmarc) {
+        Some(DmarcVerdict::Fail(DmarcPolicy::Reject)) => policy.dmarc_reject,
+        Some(DmarcVerdict::Fail(DmarcPolicy::Quarantine)) => policy.dmarc_quarantine,
+        _ => false,
+    };
+    asked
+        && !verdict
+            .hits
+            .iter()
+            .any(|(n, _)| n.starts_with("ALLOWLIST_"))
 }
 
 /// Two actions that can share one next-hop transaction (or one reply).

@@ -61,6 +61,11 @@ pub struct RawActions {
     pub spam_quarantine: bool,
     /// Prepended to the Subject of spam (at or above tag2_level); empty = leave it.
     pub subject_tag: String,
+    /// Inbound mail failing DMARC of a domain that publishes `p=reject`: `score` (only the
+    /// DMARC_REJECT hit counts) or `quarantine` (held, reason `dmarc`, unless allow-listed).
+    pub dmarc_reject: String,
+    /// The same for `p=quarantine`.
+    pub dmarc_quarantine: String,
 }
 
 impl Default for RawActions {
@@ -69,6 +74,8 @@ impl Default for RawActions {
             spam_destiny: "discard".into(),
             spam_quarantine: true,
             subject_tag: "***SPAM*** ".into(),
+            dmarc_reject: "score".into(),
+            dmarc_quarantine: "score".into(),
         }
     }
 }
@@ -169,6 +176,10 @@ pub struct RawPolicy {
     pub spam_quarantine: Option<bool>,
     /// Overrides `[actions] subject_tag`.
     pub subject_tag: Option<String>,
+    /// Overrides `[actions] dmarc_reject`.
+    pub dmarc_reject: Option<String>,
+    /// Overrides `[actions] dmarc_quarantine`.
+    pub dmarc_quarantine: Option<String>,
     /// Checks whose hits do not count here (`bayes`, `model`, `auth`, ...).
     #[serde(default)]
     pub skip_checks: Vec<String>,

@@ -61,6 +61,8 @@ pub(super) fn build_policies(raw: &RawConfig, p: &mut Vec<String>) -> Policies {
         spam_destiny: destiny("actions.spam_destiny", &a.spam_destiny, p),
         spam_quarantine: a.spam_quarantine,
         subject_tag: a.subject_tag.clone(),
+        dmarc_reject: dmarc_action("actions.dmarc_reject", &a.dmarc_reject, p),
+        dmarc_quarantine: dmarc_action("actions.dmarc_quarantine", &a.dmarc_quarantine, p),
         skip_checks: vec![],
         skipped_hits: HashSet::new(),
         lists: lists("lists", &raw.lists, p),
@@ -139,6 +141,15 @@ pub(super) fn build_policies(raw: &RawConfig, p: &mut Vec<String>) -> Policies {
                 .subject_tag
                 .clone()
                 .unwrap_or_else(|| default.subject_tag.clone()),
+            dmarc_reject: b.dmarc_reject.as_ref().map_or(default.dmarc_reject, |d| {
+                dmarc_action(&format!("{key}.dmarc_reject"), d, p)
+            }),
+            dmarc_quarantine: b
+                .dmarc_quarantine
+                .as_ref()
+                .map_or(default.dmarc_quarantine, |d| {
+                    dmarc_action(&format!("{key}.dmarc_quarantine"), d, p)
+                }),
             skip_checks: b.skip_checks.clone(),
             skipped_hits,
             lists: b.lists.as_ref().map_or_else(
@@ -214,6 +225,18 @@ fn destiny(key: &str, s: &str, p: &mut Vec<String>) -> Destiny {
         p.push(format!("{key}: `{s}` is not pass, discard or reject"));
         Destiny::Pass
     })
+}
+
+/// `score` (false) or `quarantine` (true).
+fn dmarc_action(key: &str, s: &str, p: &mut Vec<String>) -> bool {
+    match s {
+        "score" => false,
+        "quarantine" => true,
+        _ => {
+            p.push(format!("{key}: `{s}` is not score or quarantine"));
+            false
+        }
+    }
 }
 
 fn lists(key: &str, l: &RawLists, p: &mut Vec<String>) -> Lists {

@@ -85,6 +85,10 @@ pub struct Policy {
     pub spam_quarantine: bool,
     /// Prepended to the Subject of spam (empty = none).
     pub subject_tag: String,
+    /// Hold inbound mail failing DMARC where the domain says `p=reject`.
+    pub dmarc_reject: bool,
+    /// Hold inbound mail failing DMARC where the domain says `p=quarantine`.
+    pub dmarc_quarantine: bool,
     /// Checks that do not count for this policy.
     pub skip_checks: Vec<String>,
     /// The hit names of the skipped checks.
@@ -210,6 +214,8 @@ pub(crate) mod tests {
             spam_destiny: Destiny::Discard,
             spam_quarantine: true,
             subject_tag: "***SPAM*** ".into(),
+            dmarc_reject: false,
+            dmarc_quarantine: false,
             skip_checks: vec![],
             skipped_hits: HashSet::new(),
             lists: Lists::default(),

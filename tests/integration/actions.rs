@@ -585,7 +585,7 @@ async fn outbound_guard_trips_exactly_at_its_limit_and_resets_after_its_window()
 fn bad_policy_configuration_lists_every_problem() {
     let e = Config::parse(
         "[bayes]\nenabled = false\n[model]\nenabled = false\n\
-[actions]\nspam_destiny = \"bounce\"\n[levels]\nquarantine_cutoff_level = 1.0\n\
+[actions]\nspam_destiny = \"bounce\"\ndmarc_reject = \"reject\"\n[levels]\nquarantine_cutoff_level = 1.0\n\
 [ratelimit]\nper = [\"ip\"]\n[lists]\nallow_senders = [\"<x@y>\"]\nblock_clients = [\"300.1.1.1\"]\n\
 [[policy]]\nname = \"default\"\n\
 [[policy]]\nname = \"a\"\nrecipient_domains = [\"a@b\"]\norigin = \"sideways\"\nskip_checks = [\"nope\"]\n\
@@ -595,6 +595,7 @@ fn bad_policy_configuration_lists_every_problem() {
     .to_string();
     for needle in [
         "actions.spam_destiny: `bounce`",
+        "actions.dmarc_reject: `reject` is not score or quarantine",
         "levels.quarantine_cutoff_level (1) is below kill_level",
         "ratelimit.per: `ip`",
         "lists.allow_senders: `<x@y>`",

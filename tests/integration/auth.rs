@@ -509,6 +509,64 @@ async fn end_to_end_results_header_and_hits() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_policy_can_hold_mail_failing_dmarc_where_the_domain_asks_for_reject() {
+    let keys = Keys::new();
+    let dns = keys.serve().await;
+    let sink = Sink::start(Behaviour::default()).await;
+    let f = Filterd::start(
+        sink.addr,
+        &auth_config(
+            dns.addr,
+            "[actions]\ndmarc_reject = \"quarantine\"\n[lists]\nallow_senders = [\"boss@example.com\"]\n",
+        ),
+    );
+    let send = |from: &'static str, sender: &'static str, ip: &'static str| {
+        let addr = f.addr();
+        async move {
+            let (mut c, _) = Client::connect(addr).await;
+            c.send_message_after(
+                &[&xforward(ip)],
+                sender,
+                &["bob@example.net"],
+                &message(from, "wire the money"),
+            )
+            .await
+        }
+    };
+    // p=reject, SPF fails and nothing is signed: held.
+    let r = send("ceo@example.com", "ceo@example.com", BAD_IP).await;
+    assert!(r.starts_with("250 2.7.0 Ok, discarded"), "{r}");
+    // p=quarantine with dmarc_quarantine = "score" (the default): delivered, scored.
+    let r = send("ceo@quar.example", "x@quar.example", BAD_IP).await;
+    assert!(r.starts_with("250 2.0.0 from MTA"), "{r}");
+    // DMARC passes: delivered.
+    let r = send("alice@example.com", "alice@example.com", GOOD_IP).await;
+    assert!(r.starts_with("250 2.0.0 from MTA"), "{r}");
+    // An allow-listed sender is not held.
+    let r = send("boss@example.com", "boss@example.com", BAD_IP).await;
+    assert!(r.starts_with("250 2.0.0 from MTA"), "{r}");
+    let got = sink.received();
+    assert_eq!(got.len(), 3);
+    assert!(String::from_utf8_lossy(&got[0].data).contains("DMARC_QUARANTINE"));
+    assert!(String::from_utf8_lossy(&got[2].data).contains("ALLOWLIST_SENDER"));
+    let held = filterd::action::quarantine::Quarantine::open(&f.quarantine_dir())
+        .unwrap()
+        .list()
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    let e = held[0].as_ref().unwrap();
+    assert_eq!(e.reason, "dmarc");
+    assert_eq!(e.sender, "ceo@example.com");
+    assert!(e.hits.iter().any(|h| h.name == "DMARC_REJECT"), "{e:?}");
+    assert!(
+        f.log_text()
+            .contains("Blocked DMARC {DiscardedInbound,Quarantined}"),
+        "{}",
+        f.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn end_to_end_temperror_when_dns_is_gone() {
     let keys = Keys::new();
     let mut dns = keys.serve().await;
