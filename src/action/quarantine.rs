@@ -26,13 +26,14 @@ const SWEEP_AGE: Duration = Duration::from_secs(3600);
 /// Why the store refused.
 #[derive(Debug, thiserror::Error)]
 pub enum QuarantineError {
-    /// An I/O error on a path.
-    #[error("{path}: {source}")]
+    /// An I/O error on a path (the OS error is part of the message, not a separate cause,
+    /// so an error chain does not print it twice).
+    #[error("{path}: {error}")]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// What the OS said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// No entry of that id.
     #[error("no quarantined message with id `{0}`")]
@@ -51,9 +52,9 @@ pub enum QuarantineError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> QuarantineError + '_ {
-    move |source| QuarantineError::Io {
+    move |error| QuarantineError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -209,7 +210,7 @@ impl Quarantine {
         let probe = at.join(format!(".filterd-probe-{}", std::process::id()));
         File::create(&probe).map_err(|e| QuarantineError::Io {
             path: self.dir.clone(),
-            source: std::io::Error::new(e.kind(), format!("cannot write in {}: {e}", at.display())),
+            error: std::io::Error::new(e.kind(), format!("cannot write in {}: {e}", at.display())),
         })?;
         let _ = fs::remove_file(&probe);
         Ok(())
@@ -224,7 +225,17 @@ impl Quarantine {
 
     /// Open an existing store for reading (filterq); it must exist.
     pub fn open(dir: &Path) -> Result<Self, QuarantineError> {
-        fs::read_dir(dir).map_err(io(dir))?;
+        fs::read_dir(dir).map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " (filterd creates it at start; is this the configuration filterd runs with?)"
+            } else {
+                ""
+            };
+            QuarantineError::Io {
+                path: dir.to_path_buf(),
+                error: std::io::Error::new(e.kind(), format!("{e}{hint}")),
+            }
+        })?;
         Ok(Quarantine {
             dir: dir.to_path_buf(),
         })
