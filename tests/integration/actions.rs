@@ -149,6 +149,11 @@ async fn every_destiny_at_every_level_boundary() {
         .into_iter()
         .map(|e| e.policy)
         .collect();
+    assert!(
+        f.wait_log_count("mail_id: ", cases.len(), Duration::from_secs(10)),
+        "{}",
+        f.log_text()
+    );
     let log = f.log_text();
     // (case, reply prefix, relayed, quarantined, log words)
     let want = [
@@ -348,6 +353,11 @@ async fn mixed_policies_split_into_one_transaction_per_outcome() {
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].recipients, ["b@strict.test", "e@strict.test"]);
     assert_eq!(held[0].policy, "strict");
+    assert!(
+        f.wait_log_count("mail_id: ", 3, Duration::from_secs(10)),
+        "{}",
+        f.log_text()
+    );
     let log = f.log_text();
     assert!(
         log.contains("Blocked SPAM {DiscardedInbound,Quarantined}")
@@ -414,8 +424,12 @@ async fn a_reject_among_delivered_recipients_is_discarded_not_bounced() {
         ["b@refuse.test"]
     );
     assert!(
+        f.wait_log(
+            "Blocked SPAM {DiscardedInbound,Quarantined}",
+            Duration::from_secs(10)
+        ),
+        "{}",
         f.log_text()
-            .contains("Blocked SPAM {DiscardedInbound,Quarantined}")
     );
     // All recipients rejecting: then the reply is the reject.
     let r = c
@@ -515,6 +529,11 @@ async fn outbound_guard_quarantines_past_the_limit() {
         .send_message("user@example.org", &["x@example.net"], &ham())
         .await;
     assert!(r.starts_with("250 2.0.0 from MTA"), "{r}");
+    assert!(
+        f.wait_log_count("mail_id: ", 6, Duration::from_secs(10)),
+        "{}",
+        f.log_text()
+    );
     let log = f.log_text();
     assert_eq!(
         log.matches("outbound rate limit exceeded").count(),
@@ -634,7 +653,7 @@ async fn a_part_the_next_hop_tempfails_makes_the_whole_message_451_and_drops_the
         "Postfix retries the whole message; the copy would be a duplicate"
     );
     assert!(
-        f.log_text().contains("Deferred SPAM {TempFailedInbound}"),
+        f.wait_log("Deferred SPAM {TempFailedInbound}", Duration::from_secs(10)),
         "{}",
         f.log_text()
     );

@@ -559,8 +559,10 @@ async fn a_policy_can_hold_mail_failing_dmarc_where_the_domain_asks_for_reject()
     assert_eq!(e.sender, "ceo@example.com");
     assert!(e.hits.iter().any(|h| h.name == "DMARC_REJECT"), "{e:?}");
     assert!(
-        f.log_text()
-            .contains("Blocked DMARC {DiscardedInbound,Quarantined}"),
+        f.wait_log(
+            "Blocked DMARC {DiscardedInbound,Quarantined}",
+            Duration::from_secs(10)
+        ),
         "{}",
         f.log_text()
     );

@@ -455,8 +455,10 @@ async fn gtube_to_a_blocked_domain_is_quarantined_and_released_exactly_once() {
         "{ham}"
     );
     assert!(
-        f.log_text()
-            .contains("Blocked SPAM {DiscardedInbound,Quarantined}"),
+        f.wait_log(
+            "Blocked SPAM {DiscardedInbound,Quarantined}",
+            Duration::from_secs(10)
+        ),
         "{}",
         f.log_text()
     );

@@ -127,14 +127,22 @@ impl Filterd {
 
     /// Wait until a log line contains `needle`.
     pub fn wait_log(&self, needle: &str, limit: Duration) -> bool {
+        self.wait_log_count(needle, 1, limit)
+    }
+
+    /// Wait until `needle` occurs `n` times in the log (stderr is read by a thread, so a
+    /// line may arrive a moment after the client saw its reply); true when it did.
+    pub fn wait_log_count(&self, needle: &str, n: usize, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if self.log_text().contains(needle) {
+        loop {
+            if self.log_text().matches(needle).count() >= n {
                 return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        false
     }
 
     /// Send a signal.
