@@ -330,6 +330,7 @@ async fn fifty_messages_through_postfix_arrive_once_with_headers_and_untouched_b
     );
     assert!(log.contains("orig_queue_id="), "{log}");
     assert!(!log.contains("status=bounced"), "{log}");
+    f.wait_log_count("Passed CLEAN {RelayedInbound}", 50, Duration::from_secs(10));
     assert_eq!(
         f.log_text()
             .matches("Passed CLEAN {RelayedInbound}")
