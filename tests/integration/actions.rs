@@ -423,14 +423,7 @@ async fn a_reject_among_delivered_recipients_is_discarded_not_bounced() {
         entries(&f.quarantine_dir())[0].recipients,
         ["b@refuse.test"]
     );
-    assert!(
-        f.wait_log(
-            "Blocked SPAM {DiscardedInbound,Quarantined}",
-            Duration::from_secs(10)
-        ),
-        "{}",
-        f.log_text()
-    );
+    f.expect_log("Blocked SPAM {DiscardedInbound,Quarantined}");
     // All recipients rejecting: then the reply is the reject.
     let r = c
         .send_message("s@example.com", &["c@refuse.test"], &spam("r2"))
@@ -652,11 +645,7 @@ async fn a_part_the_next_hop_tempfails_makes_the_whole_message_451_and_drops_the
         entries(&f.quarantine_dir()).is_empty(),
         "Postfix retries the whole message; the copy would be a duplicate"
     );
-    assert!(
-        f.wait_log("Deferred SPAM {TempFailedInbound}", Duration::from_secs(10)),
-        "{}",
-        f.log_text()
-    );
+    f.expect_log("Deferred SPAM {TempFailedInbound}");
     // Quarantine trouble is 451 too, before anything is relayed.
     let ok = Sink::start(Behaviour::default()).await;
     let g = Filterd::start(ok.addr, "[model]\nenabled = false\n");

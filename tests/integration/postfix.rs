@@ -455,14 +455,7 @@ async fn gtube_to_a_blocked_domain_is_quarantined_and_released_exactly_once() {
         ham.contains("X-Spam-Flag: NO\r\n") && ham.contains("X-Spam-Status: No, score="),
         "{ham}"
     );
-    assert!(
-        f.wait_log(
-            "Blocked SPAM {DiscardedInbound,Quarantined}",
-            Duration::from_secs(10)
-        ),
-        "{}",
-        f.log_text()
-    );
+    f.expect_log("Blocked SPAM {DiscardedInbound,Quarantined}");
     // filterq lists it, with Postfix's queue id.
     let cfg = f.config_path();
     let o = filterq(&cfg, &["list", "--json"]);

@@ -130,6 +130,16 @@ impl Filterd {
         self.wait_log_count(needle, 1, limit)
     }
 
+    /// Wait (up to 10 s) for a log line containing `needle`; fail the test with the whole
+    /// log when none comes.
+    pub fn expect_log(&self, needle: &str) {
+        assert!(
+            self.wait_log(needle, Duration::from_secs(10)),
+            "no log line with `{needle}`:\n{}",
+            self.log_text()
+        );
+    }
+
     /// Wait until `needle` occurs `n` times in the log (stderr is read by a thread, so a
     /// line may arrive a moment after the client saw its reply); true when it did.
     pub fn wait_log_count(&self, needle: &str, n: usize, limit: Duration) -> bool {
