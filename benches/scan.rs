@@ -101,7 +101,7 @@ fn scan(c: &mut Criterion) {
     g.bench_function("whole_scan_5k", |b| {
         b.iter(|| {
             let d = pipeline.scan_at(&env, black_box(&msg), "AbCdEf123456", 1_795_442_400);
-            black_box((d.parts.len(), d.verdict.parts[0].verdict.score))
+            black_box((d.parts.len(), d.report.decisions[0].verdict.score))
         })
     });
     g.finish();

@@ -468,7 +468,7 @@ fn evaluate(
             None => 0.0,
         };
         let score = |p: &Pipeline| {
-            p.scan_at(&env, &it.raw, "corpustools1", 0).verdict.parts[0]
+            p.scan_at(&env, &it.raw, "corpustools1", 0).report.decisions[0]
                 .verdict
                 .score
         };

@@ -1,12 +1,23 @@
 //! Hits times scores gives the verdict: the total score, the sorted hit list, the amavis
-//! category; and its rendering as amavisd-new's exact `X-Spam-*` headers.
+//! category under a policy's [`Levels`]; and its rendering as amavisd-new's exact
+//! `X-Spam-*` headers.
 
 use crate::checks::Hits;
-use crate::config::Levels;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-/// The verdict on one message.
+/// amavisd-new's levels (validated by the configuration).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Levels {
+    /// Headers at or above.
+    pub tag: f64,
+    /// Spam at or above.
+    pub tag2: f64,
+    /// Blocked at or above.
+    pub kill: f64,
+}
+
+/// The verdict on one message under one policy's levels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
     /// Sum of the hit scores, rounded to 3 decimals.
@@ -15,8 +26,6 @@ pub struct Verdict {
     pub hits: Vec<(&'static str, f64)>,
     /// The levels it was judged against.
     pub levels: Levels,
-    /// The Message-ID header, for the log line.
-    pub message_id: Option<String>,
 }
 
 /// The least score of block-listed mail (amavisd-new's blacklist score).
@@ -71,7 +80,6 @@ impl Verdict {
             score: (sum * 1000.0).round() / 1000.0,
             hits: scored,
             levels,
-            message_id: None,
         }
     }
 
@@ -281,7 +289,6 @@ mod tests {
                 ("SPF_PASS", -0.001),
             ],
             levels: levels(),
-            message_id: None,
         };
         let h = v.spam_headers("ham autolearn_force=no");
         assert_eq!(

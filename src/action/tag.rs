@@ -1,9 +1,115 @@
-//! Tagging at the byte level: drop incoming `X-Spam-*` headers (forgeries or leftovers from
-//! elsewhere), prepend our verdict headers and our own `Received:` line. Nothing else of the
-//! message changes, so bodies and DKIM signatures survive.
+//! Tagging at the byte level: the copy that is relayed gets our Authentication-Results, the
+//! `X-Spam-*` headers, the subject tag, `X-Quarantine-ID` when a copy is kept, and our own
+//! `Received:` line, all prepended; incoming `X-Spam-*` headers (forgeries or leftovers from
+//! elsewhere) and Authentication-Results claiming our authserv-id are dropped. Nothing else
+//! of the message changes, so bodies and DKIM signatures survive; outbound mail is then
+//! DKIM-signed over exactly the bytes that leave.
 
+use crate::action::quarantine::id_header;
+use crate::auth::claims_authserv_id;
+use crate::auth::sign::Signer;
 use crate::message::HeaderBlock;
+use crate::smtp::envelope::Envelope;
 use crate::smtp::rewrite::Rewrite;
+use crate::verdict::Verdict;
+
+/// What the relayed copy for one decision carries.
+#[derive(Debug, Clone, Copy)]
+pub struct Tags<'a> {
+    /// Our Authentication-Results header (CRLF-terminated), when authentication ran.
+    pub auth_results: Option<&'a str>,
+    /// Incoming Authentication-Results headers claiming this authserv-id are dropped.
+    pub authserv_id: Option<&'a str>,
+    /// The verdict under the deciding policy.
+    pub verdict: &'a Verdict,
+    /// X-Spam-Status' `autolearn=` value.
+    pub autolearn: &'a str,
+    /// The policy's subject tag for spam (empty: none).
+    pub subject_tag: &'a str,
+    /// The quarantine id, when a copy of this delivered mail is kept.
+    pub quarantine_id: Option<&'a str>,
+    /// Our Received header (see [`received_header`]).
+    pub received: &'a str,
+}
+
+/// The copy to relay: the headers of `tags` on top, the message below them unchanged but
+/// for the headers dropped.
+pub fn relayed_copy(msg: &[u8], headers: &HeaderBlock, tags: &Tags<'_>) -> Rewrite {
+    let mut prefix: Vec<u8> = Vec::with_capacity(512);
+    if let Some(a) = tags.auth_results {
+        prefix.extend_from_slice(a.as_bytes());
+    }
+    if tags.verdict.is_tagged() {
+        prefix.extend_from_slice(tags.verdict.spam_headers(tags.autolearn).as_bytes());
+    }
+    let subject = headers.first(msg, "Subject");
+    let retag = tags.verdict.is_spam() && !tags.subject_tag.is_empty();
+    if retag {
+        prefix.extend_from_slice(&tagged_subject(subject, tags.subject_tag));
+    }
+    if let Some(id) = tags.quarantine_id {
+        prefix.extend_from_slice(id_header(id).as_bytes());
+    }
+    prefix.extend_from_slice(tags.received.as_bytes());
+    rewrite(msg, headers, prefix, |name, value| {
+        (retag
+            && subject.is_some_and(|s| std::ptr::eq(s.as_ptr(), value.as_ptr()))
+            && name.eq_ignore_ascii_case(b"Subject"))
+            || tags.authserv_id.is_some_and(|id| {
+                name.eq_ignore_ascii_case(b"Authentication-Results")
+                    && claims_authserv_id(value, id)
+            })
+    })
+}
+
+/// DKIM-sign the copy for `from_domain` with the key that covers it (the domain or its
+/// nearest parent), the signature on top of everything else. Without a key, or when
+/// signing fails, the copy goes unsigned (logged).
+pub fn sign(rewrite: &mut Rewrite, msg: &[u8], signer: &Signer, from_domain: &str, mail_id: &str) {
+    match signer.sign(from_domain, &rewrite.parts(msg)) {
+        Some(Ok(header)) => {
+            let mut signed = header.into_bytes();
+            signed.extend_from_slice(&rewrite.prefix);
+            rewrite.prefix = signed;
+        }
+        Some(Err(e)) => tracing::error!(mail_id, error = %e, "relaying unsigned"),
+        None => tracing::debug!(mail_id, from_domain, "no DKIM key for the From domain"),
+    }
+}
+
+/// Our own trace header, as every SMTP relay adds one (RFC 5321 section 4.4), as of `now`
+/// (Unix seconds).
+pub fn received_header(hostname: &str, env: &Envelope, mail_id: &str, now: i64) -> String {
+    let proto = if env.mail_params.smtputf8 {
+        "UTF8SMTP"
+    } else {
+        "ESMTP"
+    };
+    let for_ = match env.recipients.as_slice() {
+        [one] => format!(" for <{}>", one.address),
+        _ => String::new(),
+    };
+    let date = mail_parser::DateTime::from_timestamp(now).to_rfc822();
+    format!(
+        "Received: from {} ([{}])\r\n\tby {hostname} (filterd) with {proto}\r\n\tid {mail_id}{for_}; {date}\r\n",
+        sanitize(&env.helo),
+        env.peer.ip(),
+    )
+}
+
+/// Keep a client-supplied name from breaking our header.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() || c == '(' || c == ')' {
+                '_'
+            } else {
+                c
+            }
+        })
+        .take(255)
+        .collect()
+}
 
 /// Build the rewrite: `prefix` goes on top; every original header line except `X-Spam-*`
 /// ones and those `also_drop(name, value)` picks is kept, and the body is kept whole.

@@ -110,15 +110,9 @@ impl Signer {
     }
 
     fn key_for(&self, domain: &str) -> Option<&LoadedKey> {
-        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         self.keys
             .iter()
-            .filter(|k| {
-                domain == k.domain
-                    || (domain.len() > k.domain.len()
-                        && domain.ends_with(&k.domain)
-                        && domain.as_bytes()[domain.len() - k.domain.len() - 1] == b'.')
-            })
+            .filter(|k| crate::domain::is_within(domain, &k.domain))
             .max_by_key(|k| k.domain.len())
     }
 

@@ -3,14 +3,10 @@
 
 use clap::Parser;
 use filterd::config::Config;
+use filterd::exit::{self, Failure};
 use filterd::server::Server;
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// sysexits.h EX_CONFIG: configuration error.
-const EX_CONFIG: u8 = 78;
-/// sysexits.h EX_OSERR: could not bind, no runtime.
-const EX_OSERR: u8 = 71;
 
 /// A content filter for Postfix (the amavisd-new slot): listens for SMTP from Postfix,
 /// scores and tags each message, and relays it to the next hop.
@@ -51,37 +47,30 @@ enum Command {
     },
 }
 
-/// sysexits.h EX_USAGE.
-const EX_USAGE: u8 = 64;
-/// sysexits.h EX_CANTCREAT.
-const EX_CANTCREAT: u8 = 73;
-
 fn dkim_keygen(
     domain: &str,
     selector: &str,
     algorithm: &str,
     bits: usize,
     out: Option<PathBuf>,
-) -> ExitCode {
+) -> Result<u8, Failure> {
     use filterd::auth::sign::{GeneratedKey, KeyAlgorithm};
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let Some(alg) = KeyAlgorithm::parse(algorithm) else {
-        eprintln!("filterd dkim-keygen: --algorithm must be rsa or ed25519, not `{algorithm}`");
-        return ExitCode::from(EX_USAGE);
+        return Err(Failure::msg(
+            exit::USAGE,
+            format!("--algorithm must be rsa or ed25519, not `{algorithm}`"),
+        ));
     };
     if alg == KeyAlgorithm::Rsa && !(1024..=8192).contains(&bits) {
-        eprintln!("filterd dkim-keygen: --bits must be between 1024 and 8192 (2048 recommended)");
-        return ExitCode::from(EX_USAGE);
+        return Err(Failure::msg(
+            exit::USAGE,
+            "--bits must be between 1024 and 8192 (2048 recommended)",
+        ));
     }
     let path = out.unwrap_or_else(|| PathBuf::from(format!("{domain}.{selector}.pem")));
-    let key = match GeneratedKey::generate(alg, bits) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("filterd dkim-keygen: {e}");
-            return ExitCode::from(EX_OSERR);
-        }
-    };
+    let key = GeneratedKey::generate(alg, bits).map_err(|e| Failure::msg(exit::OSERR, e))?;
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -97,8 +86,10 @@ fn dkim_keygen(
         } else {
             e.to_string()
         };
-        eprintln!("filterd dkim-keygen: {}: {why}", path.display());
-        return ExitCode::from(EX_CANTCREAT);
+        return Err(Failure::msg(
+            exit::CANTCREAT,
+            format!("{}: {why}", path.display()),
+        ));
     }
     let shown = std::fs::canonicalize(&path).unwrap_or(path);
     println!("Wrote the private key to {} (mode 0600).", shown.display());
@@ -111,7 +102,7 @@ fn dkim_keygen(
         alg.dns_name(),
         shown.display()
     );
-    ExitCode::SUCCESS
+    Ok(exit::OK)
 }
 
 fn main() -> ExitCode {
@@ -124,28 +115,31 @@ fn main() -> ExitCode {
         out,
     }) = args.command
     {
-        return dkim_keygen(&domain, &selector, &algorithm, bits, out);
+        return exit::run("filterd dkim-keygen", || {
+            dkim_keygen(&domain, &selector, &algorithm, bits, out)
+        });
     }
+    exit::run("filterd", || serve(&args))
+}
+
+/// Load the configuration, check it, or serve with it.
+fn serve(args: &Args) -> Result<u8, Failure> {
+    let invalid = |e: &dyn std::fmt::Display| {
+        Failure::msg(exit::CONFIG, format!("configuration is invalid:\n{e}"))
+    };
     let config = match &args.config {
         Some(path) => Config::load(path),
         None => Config::defaults(),
-    };
-    let config = match config {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("filterd: configuration is invalid:\n{e}");
-            return ExitCode::from(EX_CONFIG);
-        }
-    };
+    }
+    .map_err(|e| invalid(&e))?;
     if args.check_config {
         if let Some(q) = &config.quarantine
             && let Err(e) = q.store.check()
         {
-            eprintln!("filterd: configuration is invalid:\n  - quarantine: {e}");
-            return ExitCode::from(EX_CONFIG);
+            return Err(invalid(&format!("  - quarantine: {e}")));
         }
         println!("filterd: configuration OK");
-        return ExitCode::SUCCESS;
+        return Ok(exit::OK);
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
@@ -154,27 +148,17 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("filterd: cannot start the runtime: {e}");
-            return ExitCode::from(EX_OSERR);
-        }
-    };
+        .map_err(|e| Failure::msg(exit::OSERR, format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async move {
-        let server = match Server::bind(config.clone()).await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("filterd: {e:#}");
-                return ExitCode::from(EX_OSERR);
-            }
-        };
+        let server = Server::bind(config)
+            .await
+            .map_err(|e| Failure::new(exit::OSERR, e))?;
         server.serve(shutdown_signal()).await;
         tracing::info!("filterd stopped");
-        ExitCode::SUCCESS
+        Ok(exit::OK)
     })
 }
 

@@ -3,33 +3,18 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use filterd::action::quarantine::{Entry, Quarantine, QuarantineError, Release, unix};
+use filterd::action::quarantine::{Entry, Quarantine, Release, id_header};
+use filterd::clock::unix_secs;
 use filterd::config::{RawConfig, load_raw, next_hop_of, quarantine_dir};
-use filterd::smtp::envelope::{Body, MailParams, RcptParams, Recipient, Xforward};
-use filterd::smtp::relay::RelayConn;
+use filterd::exit::{self, Failure};
+use filterd::smtp::envelope::{MailParams, RcptParams, Recipient, Xforward};
+use filterd::smtp::relay::{NextHop, RelayConn, RelayError};
+use filterd::smtp::reply::Reply;
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// sysexits.h codes, so scripts can tell failures apart.
-mod exit {
-    /// Bad usage (a second release without --force).
-    pub const USAGE: u8 = 64;
-    /// A corrupt entry.
-    pub const DATAERR: u8 = 65;
-    /// No such entry.
-    pub const NOINPUT: u8 = 66;
-    /// The next hop refused for good.
-    pub const UNAVAILABLE: u8 = 69;
-    /// The quarantine directory cannot be read or written.
-    pub const IOERR: u8 = 74;
-    /// The next hop is unreachable or said "try later"; the entry stays.
-    pub const TEMPFAIL: u8 = 75;
-    /// The configuration is invalid.
-    pub const CONFIG: u8 = 78;
-}
 
 /// Inspect and release mail filterd quarantined.
 #[derive(Parser, Debug)]
@@ -115,38 +100,16 @@ enum Cmd {
     },
 }
 
-/// A failure with its exit code.
-struct Fail(u8, anyhow::Error);
-
-impl<E: Into<anyhow::Error>> From<E> for Fail {
-    fn from(e: E) -> Self {
-        let e = e.into();
-        let code = match e.downcast_ref::<QuarantineError>() {
-            Some(QuarantineError::Unknown(_) | QuarantineError::BadId(_)) => exit::NOINPUT,
-            Some(QuarantineError::Corrupt { .. }) => exit::DATAERR,
-            Some(QuarantineError::Io { .. }) => exit::IOERR,
-            None => 1,
-        };
-        Fail(code, e)
-    }
-}
-
-fn fail(code: u8, e: impl Into<anyhow::Error>) -> Fail {
-    Fail(code, e.into())
+fn fail(code: u8, e: impl Into<anyhow::Error>) -> Failure {
+    Failure::new(code, e)
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(args) {
-        Ok(code) => ExitCode::from(code),
-        Err(Fail(code, e)) => {
-            eprintln!("filterq: {e:#}");
-            ExitCode::from(code)
-        }
-    }
+    exit::run("filterq", || run(args))
 }
 
-fn run(args: Args) -> Result<u8, Fail> {
+fn run(args: Args) -> Result<u8, Failure> {
     let raw = match &args.config {
         Some(path) => load_raw(path).map_err(|e| {
             fail(
@@ -250,18 +213,22 @@ fn contains(haystack: &str, needle: &str) -> bool {
 }
 
 /// `2h`, `7d` (that long ago) or an RFC 3339 time, as Unix seconds.
-fn parse_since(s: &str) -> Result<u64, Fail> {
+fn parse_since(s: &str) -> Result<u64, Failure> {
     if let Ok(d) = humantime::parse_duration(s) {
-        return Ok(unix(SystemTime::now().checked_sub(d).unwrap_or(UNIX_EPOCH)));
+        return Ok(unix_secs(
+            SystemTime::now().checked_sub(d).unwrap_or(UNIX_EPOCH),
+        ));
     }
-    humantime::parse_rfc3339_weak(s).map(unix).map_err(|_| {
-        fail(
-            exit::USAGE,
-            anyhow::anyhow!(
-                "--since `{s}`: neither a duration (2h, 7d) nor a time (2026-11-23T10:00:00Z)"
-            ),
-        )
-    })
+    humantime::parse_rfc3339_weak(s)
+        .map(unix_secs)
+        .map_err(|_| {
+            fail(
+                exit::USAGE,
+                anyhow::anyhow!(
+                    "--since `{s}`: neither a duration (2h, 7d) nor a time (2026-11-23T10:00:00Z)"
+                ),
+            )
+        })
 }
 
 fn time(t: u64) -> String {
@@ -406,7 +373,7 @@ fn release(
     to: Vec<String>,
     force: bool,
     out: &mut impl std::io::Write,
-) -> Result<u8, Fail> {
+) -> Result<u8, Failure> {
     let mut entry = store.get(id)?;
     if let (Some(last), false) = (entry.released.last(), force) {
         return Err(fail(
@@ -426,7 +393,60 @@ fn release(
         )
     })?;
     let label = hop.label();
-    // The original envelope, DSN parameters included; alternates get none.
+    let (params, rcpts) = envelope_of(&entry, to);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let data = [id_header(id).into_bytes(), msg];
+    let data: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+    let sent = runtime
+        .block_on(deliver(hop, &entry.sender, &params, &rcpts, &data))
+        .map_err(|e| {
+            fail(
+                exit::TEMPFAIL,
+                anyhow::anyhow!("next hop {label} unavailable: {e}; {id} stays in the quarantine"),
+            )
+        })?;
+    for (r, reply) in rcpts.iter().zip(&sent.replies) {
+        writeln!(out, "<{}>: {}", r.address, reply.one_line())?;
+    }
+    if !sent.last.is_positive() || sent.accepted.is_empty() {
+        let code = if sent.last.is_transient() {
+            exit::TEMPFAIL
+        } else {
+            exit::UNAVAILABLE
+        };
+        return Err(fail(
+            code,
+            anyhow::anyhow!(
+                "next hop {label} refused: {}; {id} stays in the quarantine",
+                sent.last.one_line()
+            ),
+        ));
+    }
+    entry.released.push(Release {
+        time: filterd::clock::now_unix(),
+        recipients: sent.accepted.clone(),
+        reply: sent.last.one_line(),
+    });
+    store.update(&entry)?;
+    writeln!(
+        out,
+        "released {id} to {}: {}",
+        sent.accepted.join(", "),
+        sent.last.one_line()
+    )?;
+    Ok(if sent.accepted.len() < rcpts.len() {
+        exit::UNAVAILABLE
+    } else {
+        exit::OK
+    })
+}
+
+/// The envelope of a release: the original one, DSN parameters included, or the given
+/// recipients (alternates get no DSN parameters).
+fn envelope_of(entry: &Entry, to: Vec<String>) -> (MailParams, Vec<Recipient>) {
     let original = to.is_empty();
     let recipients = if original {
         entry.recipients.clone()
@@ -434,11 +454,7 @@ fn release(
         to
     };
     let params = MailParams {
-        body: match entry.body.as_deref() {
-            Some("8BITMIME") => Some(Body::EightBitMime),
-            Some("7BIT") => Some(Body::SevenBit),
-            _ => None,
-        },
+        body: entry.body,
         smtputf8: entry.smtputf8,
         ret: entry.dsn.ret.clone().filter(|_| original),
         envid: entry.dsn.envid.clone().filter(|_| original),
@@ -446,7 +462,7 @@ fn release(
     };
     let param =
         |list: &[Option<String>], i: usize| list.get(i).cloned().flatten().filter(|_| original);
-    let rcpts: Vec<Recipient> = recipients
+    let rcpts = recipients
         .iter()
         .enumerate()
         .map(|(i, a)| Recipient {
@@ -457,73 +473,59 @@ fn release(
             },
         })
         .collect();
-    let header = format!("X-Quarantine-ID: <{id}>\r\n");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
-    let result = runtime.block_on(async {
-        let mut conn = RelayConn::connect(Arc::new(hop)).await?;
-        let (mail, replies) = conn
-            .mail(&Xforward::default(), &entry.sender, &params, &rcpts)
-            .await?;
-        if !mail.is_positive() {
-            return Ok((mail, vec![], replies));
-        }
-        let accepted: Vec<String> = rcpts
-            .iter()
-            .zip(&replies)
-            .filter(|(_, r)| r.is_positive())
-            .map(|(r, _)| r.address.clone())
-            .collect();
-        if accepted.is_empty() {
-            let _ = conn.rset().await;
-            conn.quit().await;
-            return Ok((mail, accepted, replies));
-        }
-        let data = conn.data(&[header.as_bytes(), &msg]).await?;
+    (params, rcpts)
+}
+
+/// What the next hop said to a release.
+struct Sent {
+    /// The reply to the content (or to MAIL, when it refused the transaction).
+    last: Reply,
+    /// The recipients it accepted.
+    accepted: Vec<String>,
+    /// Its reply to each RCPT.
+    replies: Vec<Reply>,
+}
+
+/// One transaction at the next hop: MAIL, the RCPTs, the content to the accepted ones.
+async fn deliver(
+    hop: NextHop,
+    sender: &str,
+    params: &MailParams,
+    rcpts: &[Recipient],
+    data: &[&[u8]],
+) -> Result<Sent, RelayError> {
+    let mut conn = RelayConn::connect(Arc::new(hop)).await?;
+    let (mail, replies) = conn
+        .mail(&Xforward::default(), sender, params, rcpts)
+        .await?;
+    if !mail.is_positive() {
+        return Ok(Sent {
+            last: mail,
+            accepted: vec![],
+            replies,
+        });
+    }
+    let accepted: Vec<String> = rcpts
+        .iter()
+        .zip(&replies)
+        .filter(|(_, r)| r.is_positive())
+        .map(|(r, _)| r.address.clone())
+        .collect();
+    if accepted.is_empty() {
+        let _ = conn.rset().await;
         conn.quit().await;
-        Ok::<_, filterd::smtp::relay::RelayError>((data, accepted, replies))
-    });
-    let (final_reply, accepted, replies) = result.map_err(|e| {
-        fail(
-            exit::TEMPFAIL,
-            anyhow::anyhow!("next hop {label} unavailable: {e}; {id} stays in the quarantine"),
-        )
-    })?;
-    for (r, reply) in recipients.iter().zip(&replies) {
-        writeln!(out, "<{r}>: {}", reply.one_line())?;
+        return Ok(Sent {
+            last: mail,
+            accepted,
+            replies,
+        });
     }
-    if !final_reply.is_positive() || accepted.is_empty() {
-        let code = if final_reply.is_transient() {
-            exit::TEMPFAIL
-        } else {
-            exit::UNAVAILABLE
-        };
-        return Err(fail(
-            code,
-            anyhow::anyhow!(
-                "next hop {label} refused: {}; {id} stays in the quarantine",
-                final_reply.one_line()
-            ),
-        ));
-    }
-    entry.released.push(Release {
-        time: unix(SystemTime::now()),
-        recipients: accepted.clone(),
-        reply: final_reply.one_line(),
-    });
-    store.update(&entry)?;
-    writeln!(
-        out,
-        "released {id} to {}: {}",
-        accepted.join(", "),
-        final_reply.one_line()
-    )?;
-    Ok(if accepted.len() < recipients.len() {
-        exit::UNAVAILABLE
-    } else {
-        0
+    let last = conn.data(data).await?;
+    conn.quit().await;
+    Ok(Sent {
+        last,
+        accepted,
+        replies,
     })
 }
 
@@ -539,7 +541,7 @@ struct Stats {
     by_policy: std::collections::BTreeMap<String, usize>,
 }
 
-fn stats(store: &Quarantine, json: bool, out: &mut impl std::io::Write) -> Result<u8, Fail> {
+fn stats(store: &Quarantine, json: bool, out: &mut impl std::io::Write) -> Result<u8, Failure> {
     let mut s = Stats::default();
     for e in store.list()? {
         let Ok(e) = e else {

@@ -6,6 +6,7 @@ use anyhow::{Context as _, bail};
 use clap::{ArgGroup, Parser, ValueEnum};
 use filterd::config::Config;
 use filterd::corpus::{message_files, split_mbox, strip_from_line};
+use filterd::exit::{self, Failure};
 use filterd::message::HeaderBlock;
 use filterd::message::tokenize::Tokens;
 use filterd::model::bayes::{BayesParams, token_prob};
@@ -14,9 +15,6 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
-/// sysexits.h EX_CONFIG.
-const EX_CONFIG: u8 = 78;
 
 /// What to dump.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -90,53 +88,15 @@ struct Source {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(args) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("filtertrain: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit::run("filtertrain", || run(&args))
 }
 
-fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let (dir, max_tokens) = match (&args.dbpath, &args.config) {
-        (Some(d), _) => (d.clone(), 150_000),
-        (None, Some(c)) => match Config::load(c) {
-            Ok(cfg) => (cfg.bayes_dir, cfg.bayes_max_tokens),
-            Err(e) => {
-                eprintln!("filtertrain: configuration is invalid:\n{e}");
-                return Ok(ExitCode::from(EX_CONFIG));
-            }
-        },
-        (None, None) => (default_state_dir(), 150_000),
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-
-    if let Some(what) = args.dump {
-        let store = Store::load_or_empty(&dir)?;
-        let mut out = std::io::stdout().lock();
-        if matches!(what, Dump::Magic | Dump::All) {
-            out.write_all(store.dump_magic().as_bytes())?;
-        }
-        if matches!(what, Dump::Data | Dump::All) {
-            let p = BayesParams::default();
-            let data = store.dump_data(|c| token_prob(c, store.nspam, store.nham, &p));
-            out.write_all(data.as_bytes())?;
-        }
-        return Ok(ExitCode::SUCCESS);
+fn run(args: &Args) -> Result<u8, Failure> {
+    let (dir, max_tokens) = store_location(args)?;
+    let now = filterd::clock::now_unix();
+    if read_only(args, &dir)? {
+        return Ok(exit::OK);
     }
-    if args.backup {
-        let store = Store::load_or_empty(&dir)?;
-        std::io::stdout()
-            .lock()
-            .write_all(store.backup().as_bytes())?;
-        return Ok(ExitCode::SUCCESS);
-    }
-
     // Everything below writes: one writer at a time.
     let _lock = Store::lock(&dir)?;
     if let Some(file) = &args.restore {
@@ -151,21 +111,88 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             store.nspam,
             store.nham
         );
-        return Ok(ExitCode::SUCCESS);
+        return Ok(exit::OK);
     }
     if args.clear {
         Store::default().save(&dir)?;
         println!("Cleared the Bayes store in {}", dir.display());
-        return Ok(ExitCode::SUCCESS);
+        return Ok(exit::OK);
     }
     let mut store = Store::load_or_empty(&dir)?;
     if args.force_expire {
         let removed = store.expire(max_tokens, now, true);
         store.save(&dir)?;
         println!("Expired {removed} token(s); {} left", store.ntokens());
-        return Ok(ExitCode::SUCCESS);
+        return Ok(exit::OK);
     }
+    let sources = sources(args)?;
+    let mut stats = Stats::default();
+    let progress = Progress::new(args.progress, &sources);
+    for src in &sources {
+        learn_source(src, args.max_size, now, &mut store, &mut stats, &progress);
+    }
+    progress.finish();
+    store.expire(max_tokens, now, false);
+    store.save(&dir)?;
+    let verb = if args.forget.is_some() {
+        "Forgot"
+    } else {
+        "Learned"
+    };
+    println!(
+        "{verb} tokens from {} message(s) ({} message(s) examined)",
+        stats.changed, stats.examined
+    );
+    Ok(if stats.unreadable > 0 {
+        exit::FAILURE
+    } else {
+        exit::OK
+    })
+}
 
+/// The store directory and its expiry size: `--dbpath`, else filterd's configuration,
+/// else the default state directory.
+fn store_location(args: &Args) -> Result<(PathBuf, usize), Failure> {
+    Ok(match (&args.dbpath, &args.config) {
+        (Some(d), _) => (d.clone(), 150_000),
+        (None, Some(c)) => {
+            let cfg = Config::load(c).map_err(|e| {
+                Failure::msg(exit::CONFIG, format!("configuration is invalid:\n{e}"))
+            })?;
+            (cfg.bayes_dir, cfg.bayes_max_tokens)
+        }
+        (None, None) => (default_state_dir(), 150_000),
+    })
+}
+
+/// `--dump` and `--backup`, which only read the store; true when one of them ran.
+fn read_only(args: &Args, dir: &Path) -> anyhow::Result<bool> {
+    if let Some(what) = args.dump {
+        let store = Store::load_or_empty(dir)?;
+        let mut out = std::io::stdout().lock();
+        if matches!(what, Dump::Magic | Dump::All) {
+            out.write_all(store.dump_magic().as_bytes())?;
+        }
+        if matches!(what, Dump::Data | Dump::All) {
+            let p = BayesParams::default();
+            let data = store.dump_data(|c| token_prob(c, store.nspam, store.nham, &p));
+            out.write_all(data.as_bytes())?;
+        }
+        return Ok(true);
+    }
+    if args.backup {
+        let store = Store::load_or_empty(dir)?;
+        std::io::stdout()
+            .lock()
+            .write_all(store.backup().as_bytes())?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// What to learn: the paths given with --spam/--ham/--forget, the bare inputs (learned as
+/// the one class given), and --folders.
+fn sources(args: &Args) -> anyhow::Result<Vec<Source>> {
     let forget = args.forget.is_some();
     let mut sources: Vec<Source> = vec![];
     let mut bare_class: Option<Option<Class>> = None;
@@ -207,31 +234,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             "nothing to learn: give --spam/--ham/--forget with files, directories (maildirs included), mbox files (--mbox), - for standard input, or --folders FILE"
         );
     }
-
-    let mut stats = Stats::default();
-    let progress = Progress::new(args.progress, &sources);
-    for src in &sources {
-        learn_source(src, args.max_size, now, &mut store, &mut stats, &progress);
-    }
-    progress.finish();
-    store.expire(max_tokens, now, false);
-    store.save(&dir)?;
-    if forget {
-        println!(
-            "Forgot tokens from {} message(s) ({} message(s) examined)",
-            stats.changed, stats.examined
-        );
-    } else {
-        println!(
-            "Learned tokens from {} message(s) ({} message(s) examined)",
-            stats.changed, stats.examined
-        );
-    }
-    Ok(if stats.unreadable > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(sources)
 }
 
 #[derive(Default)]

@@ -1,9 +1,8 @@
 //! Sender authentication hits: what SPF, DKIM, DMARC and ARC found (computed before the
 //! checks by [`crate::auth`], under its DNS budget). Nothing here touches the network.
 
-use super::{Check, HitDef, Hits};
+use super::{Check, HitDef, Hits, Input};
 use crate::auth::{AuthResult, DmarcPolicy, DmarcVerdict};
-use crate::message::Features;
 
 pub(super) struct AuthCheck;
 
@@ -172,8 +171,8 @@ impl Check for AuthCheck {
         HITS
     }
 
-    fn run(&self, f: &Features<'_>, hits: &mut Hits) {
-        let Some(a) = f.auth.as_ref() else {
+    fn run(&self, input: &Input<'_>, hits: &mut Hits) {
+        let Some(a) = input.auth else {
             return;
         };
         if a.no_client_ip {

@@ -1,8 +1,7 @@
 //! The Bayes check: maps the classifier's spam probability to SpamAssassin's `BAYES_*` hits.
 //! Silent until enough spam and ham were learned (`bayes.min_spam`, `bayes.min_ham`).
 
-use super::{Check, HitDef, Hits};
-use crate::message::Features;
+use super::{Check, HitDef, Hits, Input};
 use crate::model::bayes::hits_for;
 use crate::model::bayes_live::BayesLive;
 use std::sync::Arc;
@@ -70,7 +69,8 @@ impl Check for BayesCheck {
         HITS
     }
 
-    fn run(&self, f: &Features<'_>, hits: &mut Hits) {
+    fn run(&self, input: &Input<'_>, hits: &mut Hits) {
+        let f = input.features;
         let (Some(live), Some(tokens)) = (&self.live, &f.tokens) else {
             return;
         };

@@ -4,8 +4,7 @@
 //! does), so old mail replayed through the filter, such as a training corpus, is judged
 //! against its own delivery time; otherwise the scan time.
 
-use super::{Check, HitDef, Hits};
-use crate::message::Features;
+use super::{Check, HitDef, Hits, Input};
 use crate::message::features::DateField;
 
 pub(super) struct DateCheck {
@@ -48,7 +47,8 @@ impl Check for DateCheck {
         ]
     }
 
-    fn run(&self, f: &Features<'_>, hits: &mut Hits) {
+    fn run(&self, input: &Input<'_>, hits: &mut Hits) {
+        let f = input.features;
         match f.date {
             DateField::Missing => hits.add("MISSING_DATE"),
             DateField::Invalid => hits.add("INVALID_DATE"),

@@ -1,8 +1,8 @@
 //! The From header: missing, or a display name that shows a different mailbox than the real
 //! one (`"service@paypal.com" <x@evil.example>`), the classic phishing disguise.
 
-use super::{Check, HitDef, Hits};
-use crate::message::Features;
+use super::{Check, HitDef, Hits, Input};
+use crate::domain::related;
 
 pub(super) struct FromCheck;
 
@@ -22,7 +22,8 @@ impl Check for FromCheck {
         ]
     }
 
-    fn run(&self, f: &Features<'_>, hits: &mut Hits) {
+    fn run(&self, input: &Input<'_>, hits: &mut Hits) {
+        let f = input.features;
         let Some(from) = f.from.as_ref().filter(|a| a.address.is_some()) else {
             // Without a parse we cannot tell; an unparseable message has its own hit.
             if f.parsed {
@@ -39,15 +40,9 @@ impl Check for FromCheck {
             .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
             .find(|d| d.contains('.'));
         if let Some(shown) = shown
-            && !same_org(&shown, domain)
+            && !related(&shown, domain)
         {
             hits.add("FROM_DISPLAY_SPOOF");
         }
     }
-}
-
-/// True when one domain is the other or a subdomain of it.
-pub(super) fn same_org(a: &str, b: &str) -> bool {
-    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
-    a == b || a.ends_with(&format!(".{b}")) || b.ends_with(&format!(".{a}"))
 }

@@ -1,7 +1,6 @@
 //! HTML without a plain-text alternative, typical of bulk and phishing mail.
 
-use super::{Check, HitDef, Hits};
-use crate::message::Features;
+use super::{Check, HitDef, Hits, Input};
 
 pub(super) struct HtmlOnly;
 
@@ -14,7 +13,8 @@ impl Check for HtmlOnly {
         }]
     }
 
-    fn run(&self, f: &Features<'_>, hits: &mut Hits) {
+    fn run(&self, input: &Input<'_>, hits: &mut Hits) {
+        let f = input.features;
         if f.mime.html_parts > 0 && f.mime.text_parts == 0 {
             hits.add("MIME_HTML_ONLY");
         }

@@ -1,7 +1,6 @@
 //! The Message-ID header: missing, or not of the `<left@right>` form.
 
-use super::{Check, HitDef, Hits};
-use crate::message::Features;
+use super::{Check, HitDef, Hits, Input};
 
 pub(super) struct MessageIdCheck;
 
@@ -21,7 +20,8 @@ impl Check for MessageIdCheck {
         ]
     }
 
-    fn run(&self, f: &Features<'_>, hits: &mut Hits) {
+    fn run(&self, input: &Input<'_>, hits: &mut Hits) {
+        let f = input.features;
         match &f.message_id {
             None => hits.add("MISSING_MID"),
             Some(id) => {

@@ -1,8 +1,7 @@
 //! MIME structure: unparseable messages, multiparts without a usable boundary, MIME headers
 //! without MIME-Version, and undecodable transfer encodings. Such mail is still relayed.
 
-use super::{Check, HitDef, Hits};
-use crate::message::Features;
+use super::{Check, HitDef, Hits, Input};
 
 pub(super) struct MimeCheck;
 
@@ -32,7 +31,8 @@ impl Check for MimeCheck {
         ]
     }
 
-    fn run(&self, f: &Features<'_>, hits: &mut Hits) {
+    fn run(&self, input: &Input<'_>, hits: &mut Hits) {
+        let f = input.features;
         if !f.parsed {
             hits.add("MIME_UNPARSEABLE");
             return;

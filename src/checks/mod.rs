@@ -1,6 +1,7 @@
-//! Checks: one per file behind the small [`Check`] trait. A check reads the [`Features`]
-//! and adds named hits; scores live in config. The [`Registry`] fixes their order and knows
-//! every hit name any check can emit, so config can refuse unknown names.
+//! Checks: one per file behind the small [`Check`] trait. A check reads its [`Input`] (the
+//! message's [`Features`], extracted once, and what sender authentication found) and adds
+//! named hits; scores live in config. The [`Registry`] fixes their order and knows every
+//! hit name any check can emit, so config can refuse unknown names.
 
 mod auth;
 mod bayes;
@@ -16,6 +17,7 @@ mod recipients;
 mod reply_to;
 mod subject;
 
+use crate::auth::AuthVerdict;
 use crate::message::Features;
 use crate::model::bayes_live::BayesLive;
 use crate::model::onnx::OnnxModel;
@@ -63,12 +65,32 @@ impl Hits {
     }
 }
 
+/// What a check reads about one message.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// The features, extracted once.
+    pub features: &'a Features<'a>,
+    /// Sender authentication, when it ran (computed before the checks, under its DNS
+    /// budget; checks never touch the network).
+    pub auth: Option<&'a AuthVerdict>,
+}
+
+impl<'a> Input<'a> {
+    /// The input of a message without sender authentication.
+    pub fn of(features: &'a Features<'a>) -> Self {
+        Input {
+            features,
+            auth: None,
+        }
+    }
+}
+
 /// One check: synchronous and pure.
 pub trait Check: Send + Sync {
     /// Every hit this check can emit.
     fn hits(&self) -> &'static [HitDef];
     /// Look at one message.
-    fn run(&self, features: &Features<'_>, hits: &mut Hits);
+    fn run(&self, input: &Input<'_>, hits: &mut Hits);
 }
 
 /// The checks in the order they run.
@@ -135,16 +157,16 @@ impl Registry {
     }
 
     /// Run every check on one message.
-    pub fn run(&self, features: &Features<'_>) -> Hits {
-        self.run_except(features, |_| false)
+    pub fn run(&self, input: &Input<'_>) -> Hits {
+        self.run_except(input, |_| false)
     }
 
     /// Run the checks `skip` does not name (checks no policy of the message wants).
-    pub fn run_except(&self, features: &Features<'_>, skip: impl Fn(&str) -> bool) -> Hits {
+    pub fn run_except(&self, input: &Input<'_>, skip: impl Fn(&str) -> bool) -> Hits {
         let mut hits = Hits::default();
         for (name, check) in &self.checks {
             if !skip(name) {
-                check.run(features, &mut hits);
+                check.run(input, &mut hits);
             }
         }
         debug_assert!(

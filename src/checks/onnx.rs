@@ -2,9 +2,8 @@
 //! `ML_*` hits. The model was validated and optimised at start; inference runs with the rest
 //! of the scan on the blocking pool.
 
-use super::{Check, HitDef, Hits};
-use crate::message::Features;
-use crate::model::onnx::OnnxModel;
+use super::{Check, HitDef, Hits, Input};
+use crate::model::onnx::{OnnxModel, featurise};
 use std::sync::Arc;
 
 /// Default scores were chosen on tuning folds 1-3 (`corpus-tools evaluate --fold N --config`),
@@ -79,11 +78,12 @@ impl Check for OnnxCheck {
         HITS
     }
 
-    fn run(&self, f: &Features<'_>, hits: &mut Hits) {
-        let (Some(model), Some(input)) = (&self.model, &f.model_input) else {
+    fn run(&self, input: &Input<'_>, hits: &mut Hits) {
+        let f = input.features;
+        let (Some(model), Some(tokens)) = (&self.model, &f.tokens) else {
             return;
         };
-        match model.predict(input) {
+        match model.predict(&featurise(f.raw, tokens)) {
             Ok(p) => {
                 for h in hits_for(p) {
                     hits.add(h);

@@ -1,8 +1,7 @@
 //! The Received chain: none at all, absurdly long (a loop or padding), or dates that run
 //! backwards down the chain by more than clock skew explains (forged lower hops).
 
-use super::{Check, HitDef, Hits};
-use crate::message::Features;
+use super::{Check, HitDef, Hits, Input};
 
 pub(super) struct ReceivedCheck {
     too_many: usize,
@@ -39,7 +38,8 @@ impl Check for ReceivedCheck {
         ]
     }
 
-    fn run(&self, f: &Features<'_>, hits: &mut Hits) {
+    fn run(&self, input: &Input<'_>, hits: &mut Hits) {
+        let f = input.features;
         let dates = &f.received_dates;
         if dates.is_empty() {
             hits.add("RCVD_NONE");

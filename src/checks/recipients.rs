@@ -1,8 +1,7 @@
 //! Visible recipients: none at all in To/Cc, or an excessive list (bulk mail sent with
 //! everyone exposed).
 
-use super::{Check, HitDef, Hits};
-use crate::message::Features;
+use super::{Check, HitDef, Hits, Input};
 
 pub(super) struct RecipientsCheck {
     excessive: usize,
@@ -30,7 +29,8 @@ impl Check for RecipientsCheck {
         ]
     }
 
-    fn run(&self, f: &Features<'_>, hits: &mut Hits) {
+    fn run(&self, input: &Input<'_>, hits: &mut Hits) {
+        let f = input.features;
         if !f.has_to_or_cc {
             hits.add("MISSING_HEADERS");
         } else if f.to_cc_count > self.excessive {

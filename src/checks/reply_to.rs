@@ -1,9 +1,8 @@
 //! Reply-To pointing at another domain than From: replies go somewhere the sender's domain
 //! does not vouch for.
 
-use super::from::same_org;
-use super::{Check, HitDef, Hits};
-use crate::message::Features;
+use super::{Check, HitDef, Hits, Input};
+use crate::domain::related;
 
 pub(super) struct ReplyToCheck;
 
@@ -16,11 +15,12 @@ impl Check for ReplyToCheck {
         }]
     }
 
-    fn run(&self, f: &Features<'_>, hits: &mut Hits) {
+    fn run(&self, input: &Input<'_>, hits: &mut Hits) {
+        let f = input.features;
         let from = f.from.as_ref().and_then(|a| a.domain());
         let reply_to = f.reply_to.as_ref().and_then(|a| a.domain());
         if let (Some(from), Some(reply_to)) = (from, reply_to)
-            && !same_org(from, reply_to)
+            && !related(from, reply_to)
         {
             hits.add("REPLYTO_DIFF_DOMAIN");
         }

@@ -1,8 +1,7 @@
 //! The Subject header: missing, empty, shouting, or raw 8-bit bytes without RFC 2047
 //! encoding.
 
-use super::{Check, HitDef, Hits};
-use crate::message::Features;
+use super::{Check, HitDef, Hits, Input};
 
 pub(super) struct SubjectCheck;
 
@@ -32,7 +31,8 @@ impl Check for SubjectCheck {
         ]
     }
 
-    fn run(&self, f: &Features<'_>, hits: &mut Hits) {
+    fn run(&self, input: &Input<'_>, hits: &mut Hits) {
+        let f = input.features;
         let Some(raw) = f.headers.first(f.raw, "Subject") else {
             hits.add("MISSING_SUBJECT");
             return;

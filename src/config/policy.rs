@@ -1,12 +1,13 @@
 //! Building the policies (`[levels]`, `[actions]`, `[lists]`, `[ratelimit]` and each
 //! `[[policy]]` bank) and the quarantine settings, with every problem reported.
 
-use super::{RawConfig, RawLists, RawRateLimit};
+use super::check::networks;
+use super::raw::{RawConfig, RawLists, RawPolicy, RawRateLimit};
 use crate::action::quarantine::Quarantine;
 use crate::checks::Registry;
-use crate::config::Levels;
 use crate::model::bayes_store::default_state_dir;
 use crate::policy::{Destiny, Direction, Lists, Policies, Policy, RateLimit};
+use crate::verdict::Levels;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,6 +37,26 @@ pub fn quarantine_dir(raw: &RawConfig) -> PathBuf {
 /// The default policy and the banks.
 pub(super) fn build_policies(raw: &RawConfig, p: &mut Vec<String>) -> Policies {
     let registry = Registry::default();
+    let default = default_policy(raw, p);
+    let mut all = vec![];
+    let mut names = HashSet::new();
+    for (i, b) in raw.policy.iter().enumerate() {
+        let key = format!("policy[{i}] ({})", b.name);
+        if b.name.is_empty() || b.name == "default" {
+            p.push(format!(
+                "policy[{i}].name: give each bank a name other than `default`"
+            ));
+        } else if !names.insert(b.name.clone()) {
+            p.push(format!("{key}: the name is used twice"));
+        }
+        all.push(bank(&key, b, &default, &registry, p));
+    }
+    all.push(default);
+    Policies { all }
+}
+
+/// `[levels]`, `[actions]`, `[lists]` and `[ratelimit]`: the default policy.
+fn default_policy(raw: &RawConfig, p: &mut Vec<String>) -> Policy {
     let l = &raw.levels;
     let levels = Levels {
         tag: l.tag_level,
@@ -50,7 +71,7 @@ pub(super) fn build_policies(raw: &RawConfig, p: &mut Vec<String>) -> Policies {
         p,
     );
     let a = &raw.actions;
-    let default = Policy {
+    Policy {
         name: "default".into(),
         recipient_domains: vec![],
         client_networks: vec![],
@@ -67,102 +88,97 @@ pub(super) fn build_policies(raw: &RawConfig, p: &mut Vec<String>) -> Policies {
         skipped_hits: HashSet::new(),
         lists: lists("lists", &raw.lists, p),
         rate_limit: rate_limit("ratelimit", &raw.ratelimit, p),
-    };
-    let mut all = vec![];
-    let mut names = HashSet::new();
-    for (i, b) in raw.policy.iter().enumerate() {
-        let key = format!("policy[{i}] ({})", b.name);
-        if b.name.is_empty() || b.name == "default" {
-            p.push(format!(
-                "policy[{i}].name: give each bank a name other than `default`"
-            ));
-        } else if !names.insert(b.name.clone()) {
-            p.push(format!("{key}: the name is used twice"));
-        }
-        if b.recipient_domains.is_empty() && b.client_networks.is_empty() && b.origin.is_none() {
-            p.push(format!(
-                "{key}: no selector (recipient_domains, client_networks, origin): it would apply to all mail; change the defaults instead"
-            ));
-        }
-        for d in &b.recipient_domains {
-            let bare = d.strip_prefix('.').unwrap_or(d);
-            if bare.is_empty() || bare.contains('@') || bare.contains(char::is_whitespace) {
-                p.push(format!("{key}.recipient_domains: `{d}` is not a domain"));
-            }
-        }
-        let direction = match b.origin.as_deref() {
-            None => Direction::Any,
-            Some(o) => Direction::parse(o).unwrap_or_else(|| {
-                p.push(format!(
-                    "{key}.origin: `{o}` is not any, inbound or originating"
-                ));
-                Direction::Any
-            }),
-        };
-        let levels = Levels {
-            tag: b.tag_level.unwrap_or(default.levels.tag),
-            tag2: b.tag2_level.unwrap_or(default.levels.tag2),
-            kill: b.kill_level.unwrap_or(default.levels.kill),
-        };
-        let quarantine_cutoff = b.quarantine_cutoff_level.or(default.quarantine_cutoff);
-        let discard_cutoff = b.discard_cutoff_level.or(default.discard_cutoff);
-        check_levels(&key, levels, quarantine_cutoff, discard_cutoff, p);
-        let mut skipped_hits = HashSet::new();
-        for c in &b.skip_checks {
-            match registry.hits_of(c) {
-                Some(h) => skipped_hits.extend(h),
-                None => p.push(format!(
-                    "{key}.skip_checks: no check is called `{c}` (known: {})",
-                    registry.check_names().collect::<Vec<_>>().join(", ")
-                )),
-            }
-        }
-        all.push(Policy {
-            name: b.name.clone(),
-            recipient_domains: b
-                .recipient_domains
-                .iter()
-                .map(|d| d.to_ascii_lowercase())
-                .collect(),
-            client_networks: super::build::networks(
-                &format!("{key}.client_networks"),
-                &b.client_networks,
-                p,
-            ),
-            direction,
-            levels,
-            quarantine_cutoff,
-            discard_cutoff,
-            spam_destiny: b.spam_destiny.as_ref().map_or(default.spam_destiny, |d| {
-                destiny(&format!("{key}.spam_destiny"), d, p)
-            }),
-            spam_quarantine: b.spam_quarantine.unwrap_or(default.spam_quarantine),
-            subject_tag: b
-                .subject_tag
-                .clone()
-                .unwrap_or_else(|| default.subject_tag.clone()),
-            dmarc_reject: b.dmarc_reject.as_ref().map_or(default.dmarc_reject, |d| {
-                dmarc_action(&format!("{key}.dmarc_reject"), d, p)
-            }),
-            dmarc_quarantine: b
-                .dmarc_quarantine
-                .as_ref()
-                .map_or(default.dmarc_quarantine, |d| {
-                    dmarc_action(&format!("{key}.dmarc_quarantine"), d, p)
-                }),
-            skip_checks: b.skip_checks.clone(),
-            skipped_hits,
-            lists: b.lists.as_ref().map_or_else(
-                || default.lists.clone(),
-                |l| lists(&format!("{key}.lists"), l, p),
-            ),
-            rate_limit: b.ratelimit.as_ref().map_or(default.rate_limit, |r| {
-                rate_limit(&format!("{key}.ratelimit"), r, p)
-            }),
-        });
     }
-    all.push(default);
-    Policies { all }
+}
+
+/// One `[[policy]]` bank (`key` names it in problems): its selectors, and its overrides of
+/// the default policy.
+fn bank(
+    key: &str,
+    b: &RawPolicy,
+    default: &Policy,
+    registry: &Registry,
+    p: &mut Vec<String>,
+) -> Policy {
+    if b.recipient_domains.is_empty() && b.client_networks.is_empty() && b.origin.is_none() {
+        p.push(format!(
+            "{key}: no selector (recipient_domains, client_networks, origin): it would apply to all mail; change the defaults instead"
+        ));
+    }
+    for d in &b.recipient_domains {
+        let bare = d.strip_prefix('.').unwrap_or(d);
+        if bare.is_empty() || bare.contains('@') || bare.contains(char::is_whitespace) {
+            p.push(format!("{key}.recipient_domains: `{d}` is not a domain"));
+        }
+    }
+    let direction = match b.origin.as_deref() {
+        None => Direction::Any,
+        Some(o) => Direction::parse(o).unwrap_or_else(|| {
+            p.push(format!(
+                "{key}.origin: `{o}` is not any, inbound or originating"
+            ));
+            Direction::Any
+        }),
+    };
+    let levels = Levels {
+        tag: b.tag_level.unwrap_or(default.levels.tag),
+        tag2: b.tag2_level.unwrap_or(default.levels.tag2),
+        kill: b.kill_level.unwrap_or(default.levels.kill),
+    };
+    let quarantine_cutoff = b.quarantine_cutoff_level.or(default.quarantine_cutoff);
+    let discard_cutoff = b.discard_cutoff_level.or(default.discard_cutoff);
+    check_levels(key, levels, quarantine_cutoff, discard_cutoff, p);
+    let mut skipped_hits = HashSet::new();
+    for c in &b.skip_checks {
+        match registry.hits_of(c) {
+            Some(h) => skipped_hits.extend(h),
+            None => p.push(format!(
+                "{key}.skip_checks: no check is called `{c}` (known: {})",
+                registry.check_names().collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
+    let choice = |field: &str, v: &Option<String>, d: bool, p: &mut Vec<String>| {
+        v.as_ref()
+            .map_or(d, |x| dmarc_action(&format!("{key}.{field}"), x, p))
+    };
+    Policy {
+        name: b.name.clone(),
+        recipient_domains: b
+            .recipient_domains
+            .iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect(),
+        client_networks: networks(&format!("{key}.client_networks"), &b.client_networks, p),
+        direction,
+        levels,
+        quarantine_cutoff,
+        discard_cutoff,
+        spam_destiny: b.spam_destiny.as_ref().map_or(default.spam_destiny, |d| {
+            destiny(&format!("{key}.spam_destiny"), d, p)
+        }),
+        spam_quarantine: b.spam_quarantine.unwrap_or(default.spam_quarantine),
+        subject_tag: b
+            .subject_tag
+            .clone()
+            .unwrap_or_else(|| default.subject_tag.clone()),
+        dmarc_reject: choice("dmarc_reject", &b.dmarc_reject, default.dmarc_reject, p),
+        dmarc_quarantine: choice(
+            "dmarc_quarantine",
+            &b.dmarc_quarantine,
+            default.dmarc_quarantine,
+            p,
+        ),
+        skip_checks: b.skip_checks.clone(),
+        skipped_hits,
+        lists: b.lists.as_ref().map_or_else(
+            || default.lists.clone(),
+            |l| lists(&format!("{key}.lists"), l, p),
+        ),
+        rate_limit: b.ratelimit.as_ref().map_or(default.rate_limit, |r| {
+            rate_limit(&format!("{key}.ratelimit"), r, p)
+        }),
+    }
 }
 
 /// The quarantine, when some policy can put mail there (created and checked writable by
@@ -259,8 +275,8 @@ fn lists(key: &str, l: &RawLists, p: &mut Vec<String>) -> Lists {
         block_senders,
         allow_from,
         block_from,
-        allow_clients: super::build::networks(&format!("{key}.allow_clients"), &l.allow_clients, p),
-        block_clients: super::build::networks(&format!("{key}.block_clients"), &l.block_clients, p),
+        allow_clients: networks(&format!("{key}.allow_clients"), &l.allow_clients, p),
+        block_clients: networks(&format!("{key}.block_clients"), &l.block_clients, p),
     }
 }
 

@@ -3,7 +3,8 @@
 //! checks want. Checks only read this.
 
 use crate::message::headers::HeaderBlock;
-use mail_parser::{Address, MessageParser, MimeHeaders, PartType};
+use crate::message::tokenize::Tokens;
+use mail_parser::{Address, Message, MessageParser, MimeHeaders, PartType};
 
 /// An address from a header: display name and mailbox.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,69 +81,20 @@ pub struct Features<'m> {
     pub body_text: String,
     /// The time of the scan, Unix seconds.
     pub now: i64,
-    /// Bayes tokens, when asked for (tokenizing costs more than all header checks).
-    pub tokens: Option<crate::message::tokenize::Tokens>,
-    /// The ONNX model's input, when asked for.
-    pub model_input: Option<crate::model::onnx::Featurised>,
-    /// Sender authentication results, when verification ran (set by the pipeline).
-    pub auth: Option<crate::auth::AuthVerdict>,
+    /// The tokens of the one tokenizer, when asked for (tokenizing costs more than all
+    /// header checks): what Bayes classifies and the ONNX model's features start from.
+    pub tokens: Option<Tokens>,
 }
 
 impl<'m> Features<'m> {
     /// Extract the features of `raw` at time `now`.
     pub fn extract(raw: &'m [u8], now: i64) -> Self {
-        Self::extract_with(raw, now, false, false)
+        Self::extract_with(raw, now, false)
     }
 
-    /// Extract the features, the Bayes tokens when `tokens` is set, and the ONNX model's
-    /// input (which needs the tokens) when `model` is set.
-    pub fn extract_with(raw: &'m [u8], now: i64, tokens: bool, model: bool) -> Self {
-        let mut f = Self::extract_inner(raw, now, tokens || model);
-        if let (true, Some(t)) = (model, &f.tokens) {
-            f.model_input = Some(crate::model::onnx::featurise(raw, t));
-        }
-        f
-    }
-
-    fn extract_inner(raw: &'m [u8], now: i64, tokens: bool) -> Self {
-        use crate::message::tokenize::Tokens;
-        let headers = HeaderBlock::parse(raw);
-        let has = |name: &str| headers.named(raw, name).next().is_some();
-        let received_dates = headers
-            .named(raw, "Received")
-            .map(|h| received_date(&raw[h.value.clone()]))
-            .collect();
-        let has_mime_version = has("MIME-Version");
-        let has_to_or_cc = has("To") || has("Cc");
-        let date = if has("Date") {
-            DateField::Invalid
-        } else {
-            DateField::Missing
-        };
-        let mut f = Features {
-            raw,
-            parsed: false,
-            subject: None,
-            from: None,
-            reply_to: None,
-            date,
-            received_dates,
-            message_id: headers
-                .first(raw, "Message-ID")
-                .map(|v| String::from_utf8_lossy(v).trim().to_string()),
-            to_cc_count: 0,
-            has_to_or_cc,
-            mime: MimeFacts {
-                has_mime_version,
-                ..MimeFacts::default()
-            },
-            body_text: String::new(),
-            headers,
-            now,
-            tokens: None,
-            model_input: None,
-            auth: None,
-        };
+    /// Extract the features, and the tokens when `tokens` is set.
+    pub fn extract_with(raw: &'m [u8], now: i64, tokens: bool) -> Self {
+        let mut f = Self::of_headers(raw, now);
         let Some(msg) = MessageParser::default().parse(raw) else {
             if tokens {
                 f.tokens = Some(Tokens::of_raw(raw));
@@ -163,32 +115,69 @@ impl<'m> Features<'m> {
         }
         f.to_cc_count =
             msg.to().map_or(0, |a| a.iter().count()) + msg.cc().map_or(0, |a| a.iter().count());
-        f.mime.text_parts = msg
-            .text_body
-            .iter()
-            .filter(|&&i| {
-                matches!(
-                    msg.parts.get(i as usize).map(|p| &p.body),
-                    Some(PartType::Text(_))
-                )
-            })
-            .count();
-        f.mime.html_parts = msg
-            .html_body
-            .iter()
-            .filter(|&&i| {
-                matches!(
-                    msg.parts.get(i as usize).map(|p| &p.body),
-                    Some(PartType::Html(_))
-                )
-            })
-            .count();
-        f.mime.multipart = msg
+        f.add_mime(&msg);
+        f
+    }
+
+    /// What the byte-level header block tells, before (or without) a parse.
+    fn of_headers(raw: &'m [u8], now: i64) -> Self {
+        let headers = HeaderBlock::parse(raw);
+        let has = |name: &str| headers.named(raw, name).next().is_some();
+        let received_dates = headers
+            .named(raw, "Received")
+            .map(|h| received_date(&raw[h.value.clone()]))
+            .collect();
+        let has_mime_version = has("MIME-Version");
+        let has_to_or_cc = has("To") || has("Cc");
+        let date = if has("Date") {
+            DateField::Invalid
+        } else {
+            DateField::Missing
+        };
+        Features {
+            raw,
+            parsed: false,
+            subject: None,
+            from: None,
+            reply_to: None,
+            date,
+            received_dates,
+            message_id: headers
+                .first(raw, "Message-ID")
+                .map(|v| String::from_utf8_lossy(v).trim().to_string()),
+            to_cc_count: 0,
+            has_to_or_cc,
+            mime: MimeFacts {
+                has_mime_version,
+                ..MimeFacts::default()
+            },
+            body_text: String::new(),
+            headers,
+            now,
+            tokens: None,
+        }
+    }
+
+    /// The MIME structure and the decoded text of the parsed message.
+    fn add_mime(&mut self, msg: &Message<'_>) {
+        let raw = self.raw;
+        let bodies = |list: &[u32], html: bool| {
+            list.iter()
+                .filter(|&&i| match msg.parts.get(i as usize).map(|p| &p.body) {
+                    Some(PartType::Html(_)) => html,
+                    Some(PartType::Text(_)) => !html,
+                    _ => false,
+                })
+                .count()
+        };
+        self.mime.text_parts = bodies(&msg.text_body, false);
+        self.mime.html_parts = bodies(&msg.html_body, true);
+        self.mime.multipart = msg
             .root_part()
             .content_type()
             .is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("multipart"));
         for part in &msg.parts {
-            f.mime.bad_encoding |= part.is_encoding_problem;
+            self.mime.bad_encoding |= part.is_encoding_problem;
             if let Some(ct) = part.content_type()
                 && ct.ctype().eq_ignore_ascii_case("multipart")
             {
@@ -199,17 +188,16 @@ impl<'m> Features<'m> {
                     let start = (part.offset_body as usize).min(end);
                     memchr::memmem::find(&raw[start..end], &marker).is_some()
                 });
-                f.mime.missing_boundary |= !found;
+                self.mime.missing_boundary |= !found;
             }
             match &part.body {
-                PartType::Text(t) | PartType::Html(t) if f.body_text.len() < 1 << 20 => {
-                    f.body_text.push_str(t);
-                    f.body_text.push('\n');
+                PartType::Text(t) | PartType::Html(t) if self.body_text.len() < 1 << 20 => {
+                    self.body_text.push_str(t);
+                    self.body_text.push('\n');
                 }
                 _ => {}
             }
         }
-        f
     }
 }
 

@@ -110,10 +110,7 @@ impl BayesLive {
         }
         let _lock = Store::lock(&self.dir)?;
         let mut store = Store::load_or_empty(&self.dir)?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = crate::clock::now_unix();
         let mut learned = 0;
         for (id, tokens, class) in &batch {
             if store.learn(*id, tokens, *class, now) != crate::model::bayes_store::Learned::Skipped

@@ -6,6 +6,8 @@
 //! Fixed windows, counted in memory behind the [`Counters`] trait so a shared store (redis)
 //! can back them later. Time is tokio's clock, so tests run it paused.
 
+use super::Policies;
+use crate::auth::origin::Origin;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -35,6 +37,18 @@ pub struct Keys {
     pub sender: Option<String>,
     /// Client IP (none for local pickup).
     pub client: Option<String>,
+}
+
+impl Keys {
+    /// The keys of a message from `origin` with envelope `sender`; a local pickup has no
+    /// client key.
+    pub fn of(origin: &Origin, sender: &str) -> Self {
+        Keys {
+            user: origin.sasl_user.clone(),
+            sender: (!sender.is_empty()).then(|| sender.to_ascii_lowercase()),
+            client: origin.ip.filter(|_| !origin.local).map(|ip| ip.to_string()),
+        }
+    }
 }
 
 /// Counter storage: add one to a key's count in the current window.
@@ -103,6 +117,31 @@ impl Guard {
             if n > limit.messages && over.is_none() {
                 over = Some(format!("{kind} {value}"));
                 self.warn_once(&key, limit, n, now);
+            }
+        }
+        over
+    }
+
+    /// Count one message once for each distinct policy in `chosen` (indices into
+    /// `policies`) that has a limit; returns the policies it is over, with the key.
+    pub fn count(
+        &self,
+        policies: &Policies,
+        chosen: &[usize],
+        keys: &Keys,
+    ) -> Vec<(usize, String)> {
+        let mut seen = vec![];
+        let mut over = vec![];
+        for &p in chosen {
+            if seen.contains(&p) {
+                continue;
+            }
+            seen.push(p);
+            let policy = &policies.all[p];
+            if let Some(limit) = &policy.rate_limit
+                && let Some(key) = self.check(&policy.name, limit, keys)
+            {
+                over.push((p, key));
             }
         }
         over

@@ -3,7 +3,8 @@
 //! client network. A listed message gets a hit; the verdict then forces the score to at
 //! most 0 (allow) or at least 64 (block), as amavisd-new does. Block wins over allow.
 
-use super::domain_matches;
+use crate::auth::{AuthResult, AuthVerdict, DmarcVerdict};
+use crate::domain::{matches_pattern as domain_matches, of_address, related};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
@@ -31,9 +32,9 @@ pub const ALLOW_HITS: [&str; 3] = ["ALLOWLIST_SENDER", "ALLOWLIST_FROM", "ALLOWL
 /// Hit names of block-list matches.
 pub const BLOCK_HITS: [&str; 3] = ["BLOCKLIST_SENDER", "BLOCKLIST_FROM", "BLOCKLIST_CLIENT"];
 
-/// What a message is, for the lists.
+/// Who a message is from, as the lists see it.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Subject<'a> {
+pub struct Identity<'a> {
     /// The envelope sender (empty for `<>`).
     pub sender: &'a str,
     /// The From domain, lower case.
@@ -44,6 +45,43 @@ pub struct Subject<'a> {
     pub client: Option<IpAddr>,
 }
 
+impl<'a> Identity<'a> {
+    /// The identity of a message from envelope `sender` with From domain `from_domain`
+    /// (lower case), as sender authentication judged it, from `client`.
+    pub fn new(
+        sender: &'a str,
+        from_domain: Option<&'a str>,
+        auth: Option<&AuthVerdict>,
+        client: Option<IpAddr>,
+    ) -> Self {
+        Identity {
+            sender,
+            from_domain,
+            from_authenticated: from_authenticated(auth, from_domain, sender),
+            client,
+        }
+    }
+}
+
+/// The From domain is authenticated: DMARC pass, an author DKIM signature that verifies,
+/// or SPF pass for an envelope domain aligned with it.
+fn from_authenticated(auth: Option<&AuthVerdict>, from: Option<&str>, sender: &str) -> bool {
+    let Some(a) = auth else {
+        return false;
+    };
+    if a.dmarc == DmarcVerdict::Pass
+        || a.dkim
+            .iter()
+            .any(|d| d.result == AuthResult::Pass && d.author)
+    {
+        return true;
+    }
+    a.spf == Some(AuthResult::Pass)
+        && from
+            .zip(of_address(sender))
+            .is_some_and(|(f, e)| related(f, e))
+}
+
 impl Lists {
     /// True when no list has an entry.
     pub fn is_empty(&self) -> bool {
@@ -51,7 +89,7 @@ impl Lists {
     }
 
     /// The allow and block hits for one message.
-    pub fn check(&self, m: &Subject<'_>) -> (Vec<&'static str>, Vec<&'static str>) {
+    pub fn check(&self, m: &Identity<'_>) -> (Vec<&'static str>, Vec<&'static str>) {
         let mut allow = vec![];
         let mut block = vec![];
         let sender =
@@ -120,7 +158,7 @@ mod tests {
             allow_clients: vec!["10.0.0.0/8".parse().unwrap()],
             block_clients: vec!["203.0.113.0/24".parse().unwrap()],
         };
-        let mut m = Subject {
+        let mut m = Identity {
             sender: "a@partner.test",
             from_domain: Some("bank.test"),
             from_authenticated: false,
@@ -133,13 +171,13 @@ mod tests {
         );
         m.from_authenticated = true;
         assert_eq!(l.check(&m).0, ALLOW_HITS.to_vec());
-        let m = Subject {
+        let m = Identity {
             sender: "x@spam.test",
             from_domain: Some("evil.test"),
             from_authenticated: false,
             client: Some("203.0.113.5".parse().unwrap()),
         };
         assert_eq!(l.check(&m), (vec![], BLOCK_HITS.to_vec()));
-        assert_eq!(l.check(&Subject::default()), (vec![], vec![]));
+        assert_eq!(l.check(&Identity::default()), (vec![], vec![]));
     }
 }

@@ -1,15 +1,18 @@
 //! Policy banks: which levels, destinies, lists, checks and rate limits apply to a recipient.
 //! A bank is chosen per recipient by recipient domain, client network and origin (inbound or
 //! originating); the first bank whose selectors all match wins, else the default policy.
-//! [`Policy::decide`] turns a verdict into what happens to that recipient's copy.
+//! [`decision::decide`] turns a verdict into what happens to that recipient's copy.
 
+pub mod decision;
 pub mod guard;
 pub mod lists;
 
-use crate::config::Levels;
-use crate::verdict::{Category, Verdict};
+use crate::checks::Hits;
+use crate::domain::matches_pattern;
+use crate::verdict::{Levels, Verdict};
 use ipnet::IpNet;
-use std::collections::HashSet;
+use lists::Identity;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
 pub use guard::{Guard, RateLimit};
@@ -99,40 +102,24 @@ pub struct Policy {
     pub rate_limit: Option<RateLimit>,
 }
 
-/// What a policy decides for one verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
-    /// Deliver (tagged as the levels say), discard or reject.
-    pub destiny: Destiny,
-    /// Keep a quarantine copy.
-    pub quarantine: bool,
-    /// The mail is blocked (at or above kill).
-    pub blocked: bool,
-}
-
 impl Policy {
-    /// The destiny of a message with this verdict, amavis-style: below kill it passes;
-    /// blocked mail meets the spam destiny, is discarded at or above the discard cutoff,
-    /// and is quarantined (if so configured) below the quarantine cutoff.
-    pub fn decide(&self, verdict: &Verdict) -> Decision {
-        if verdict.category() != Category::Spam {
-            return Decision {
-                destiny: Destiny::Pass,
-                quarantine: false,
-                blocked: false,
-            };
-        }
-        let s = verdict.score;
-        let destiny = if self.discard_cutoff.is_some_and(|c| s >= c) {
-            Destiny::Discard
-        } else {
-            self.spam_destiny
-        };
-        Decision {
-            destiny,
-            quarantine: self.spam_quarantine && !self.quarantine_cutoff.is_some_and(|c| s >= c),
-            blocked: true,
-        }
+    /// The verdict on `hits` under this policy: its levels, without the hits of the checks
+    /// it skips, forced by its allow and block lists for `who`.
+    pub fn verdict(
+        &self,
+        hits: &Hits,
+        scores: &BTreeMap<&'static str, f64>,
+        who: &Identity<'_>,
+    ) -> Verdict {
+        let mut v = Verdict::without(hits, scores, self.levels, |n| self.skipped_hits.contains(n));
+        let (allow, block) = self.lists.check(who);
+        v.apply_lists(&allow, &block);
+        v
+    }
+
+    /// True when this policy turns the check `name` off.
+    pub fn skips(&self, check: &str) -> bool {
+        self.skip_checks.iter().any(|c| c == check)
     }
 
     fn applies(&self, domain: &str, client: Option<IpAddr>, originating: bool) -> bool {
@@ -145,7 +132,7 @@ impl Policy {
             || self
                 .recipient_domains
                 .iter()
-                .any(|d| domain_matches(d, domain));
+                .any(|d| matches_pattern(d, domain));
         let net = self.client_networks.is_empty()
             || client.is_some_and(|ip| self.client_networks.iter().any(|n| n.contains(&ip)));
         dir && dom && net
@@ -173,24 +160,66 @@ impl Policies {
             .unwrap_or(last)
     }
 
+    /// The index of the policy of each recipient.
+    pub fn select_all<'a>(
+        &self,
+        recipients: impl Iterator<Item = &'a str>,
+        client: Option<IpAddr>,
+        originating: bool,
+    ) -> Vec<usize> {
+        recipients
+            .map(|r| self.select(r, client, originating))
+            .collect()
+    }
+
     /// The default policy.
     pub fn default_policy(&self) -> &Policy {
         &self.all[self.all.len() - 1]
     }
+
+    /// The index of the default policy.
+    pub fn default_index(&self) -> usize {
+        self.all.len() - 1
+    }
 }
 
-/// `example.com` matches exactly; `.example.com` matches it and every subdomain.
-/// Both sides are compared without case; `domain` must already be lower case.
-pub fn domain_matches(pattern: &str, domain: &str) -> bool {
-    let domain = domain.trim_end_matches('.');
-    match pattern.strip_prefix('.') {
-        Some(base) => {
-            domain.eq_ignore_ascii_case(base)
-                || (domain.len() > base.len()
-                    && domain.as_bytes()[domain.len() - base.len() - 1] == b'.'
-                    && domain[domain.len() - base.len()..].eq_ignore_ascii_case(base))
+/// Which policy each recipient of one message has, and the distinct policies among them in
+/// the order first seen (each decides once; recipients with equal outcomes merge later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    per_recipient: Vec<usize>,
+    distinct: Vec<usize>,
+}
+
+impl Assignment {
+    /// From the policies chosen per recipient; a message without recipients (a test's, an
+    /// evaluation's) gets the default policy.
+    pub fn new(chosen: &[usize], recipients: usize, default: usize) -> Self {
+        let per_recipient: Vec<usize> = (0..recipients.max(1))
+            .map(|i| chosen.get(i).copied().unwrap_or(default))
+            .collect();
+        let mut distinct: Vec<usize> = vec![];
+        for &p in &per_recipient {
+            if !distinct.contains(&p) {
+                distinct.push(p);
+            }
         }
-        None => domain.eq_ignore_ascii_case(pattern),
+        Assignment {
+            per_recipient,
+            distinct,
+        }
+    }
+
+    /// The distinct policies, in the order first seen.
+    pub fn distinct(&self) -> &[usize] {
+        &self.distinct
+    }
+
+    /// The recipients (indices into the envelope's, below `recipients`) of policy `p`.
+    pub fn recipients_of(&self, p: usize, recipients: usize) -> Vec<usize> {
+        (0..recipients)
+            .filter(|&i| self.per_recipient.get(i) == Some(&p))
+            .collect()
     }
 }
 
@@ -223,46 +252,6 @@ pub(crate) mod tests {
         }
     }
 
-    fn verdict(score: f64, p: &Policy) -> Verdict {
-        Verdict {
-            score,
-            hits: vec![],
-            levels: p.levels,
-            message_id: None,
-        }
-    }
-
-    #[test]
-    fn destinies_at_every_boundary() {
-        let mut p = policy("x");
-        p.quarantine_cutoff = Some(20.0);
-        p.discard_cutoff = Some(30.0);
-        let d = |p: &Policy, s| p.decide(&verdict(s, p));
-        // below kill: passes whatever the destiny
-        for s in [-5.0, 6.2, 6.899] {
-            assert_eq!(d(&p, s).destiny, Destiny::Pass, "{s}");
-            assert!(!d(&p, s).quarantine && !d(&p, s).blocked);
-        }
-        for destiny in [Destiny::Pass, Destiny::Discard, Destiny::Reject] {
-            p.spam_destiny = destiny;
-            // at kill: the destiny, quarantined
-            assert_eq!(
-                d(&p, 6.9),
-                Decision {
-                    destiny,
-                    quarantine: true,
-                    blocked: true
-                }
-            );
-            assert!(d(&p, 19.999).quarantine);
-            assert!(!d(&p, 20.0).quarantine, "at the quarantine cutoff: no copy");
-            assert_eq!(d(&p, 29.999).destiny, destiny);
-            assert_eq!(d(&p, 30.0).destiny, Destiny::Discard, "discard cutoff");
-        }
-        p.spam_quarantine = false;
-        assert!(!d(&p, 10.0).quarantine);
-    }
-
     #[test]
     fn first_matching_bank_wins() {
         let mut a = policy("a");
@@ -287,12 +276,13 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn domain_patterns() {
-        assert!(domain_matches("example.com", "example.com"));
-        assert!(!domain_matches("example.com", "a.example.com"));
-        assert!(domain_matches(".example.com", "a.b.example.com"));
-        assert!(domain_matches(".example.com", "example.com"));
-        assert!(!domain_matches(".example.com", "badexample.com"));
-        assert!(domain_matches("example.com", "example.com."));
+    fn one_decision_per_distinct_policy() {
+        let a = Assignment::new(&[2, 0, 2, 1], 4, 2);
+        assert_eq!(a.distinct(), [2, 0, 1]);
+        assert_eq!(a.recipients_of(2, 4), [0, 2]);
+        assert_eq!(a.recipients_of(1, 4), [3]);
+        let none = Assignment::new(&[], 0, 5);
+        assert_eq!(none.distinct(), [5], "no recipients: the default policy");
+        assert!(none.recipients_of(5, 0).is_empty());
     }
 }

@@ -1,19 +1,20 @@
-//! The accept loops: bind every listener, refuse clients outside the allow-list (554) and
-//! connections over the cap (421 4.7.0, never a hang), run one task per connection, and on
-//! shutdown stop accepting and let messages in flight finish within the grace period.
+//! The server: bind every listener, serve until shutdown, then stop accepting and let
+//! messages in flight finish within the grace period. One module per kind of listener
+//! ([`smtp`]: the SMTP/LMTP filter listeners) and the loops that keep state fresh
+//! ([`maintenance`]: Bayes reloads and autolearn writes, quarantine retention).
+
+mod maintenance;
+mod smtp;
 
 use crate::config::Config;
 use crate::pipeline::Pipeline;
 use crate::smtp::relay::RelayPool;
-use crate::smtp::reply::Reply;
-use crate::smtp::session::{Session, SessionConfig};
-use ipnet::IpNet;
+use crate::smtp::session::SessionConfig;
+use smtp::{AcceptContext, accept_loop};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 /// Bound listeners, ready to serve.
@@ -97,12 +98,12 @@ impl Server {
             .config
             .bayes
             .clone()
-            .map(|live| tokio::spawn(reload_loop(live, max_tokens, hup)));
+            .map(|live| tokio::spawn(maintenance::reload_loop(live, max_tokens, hup)));
         let retention = self
             .config
             .quarantine
             .clone()
-            .map(|q| tokio::spawn(retention_loop(q)));
+            .map(|q| tokio::spawn(maintenance::retention_loop(q)));
         let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
         tracing::info!(
             listen = %addrs.join(","),
@@ -132,162 +133,7 @@ impl Server {
         }
         pool.close_idle().await;
         if let Some(live) = self.config.bayes.clone() {
-            flush_learned(live, max_tokens).await;
-        }
-    }
-}
-
-/// Quarantine retention: at start and every hour, entries past their age go, then the
-/// oldest while the store is over its size, and leftovers of interrupted writes.
-async fn retention_loop(q: crate::config::QuarantineSettings) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        tick.tick().await;
-        let q = q.clone();
-        let done = tokio::task::spawn_blocking(move || {
-            q.store
-                .enforce(std::time::SystemTime::now(), q.max_age, q.max_bytes)
-        })
-        .await;
-        match done {
-            Ok(Ok(r)) if r.entries > 0 => tracing::info!(
-                entries = r.entries,
-                bytes = r.bytes,
-                "quarantine retention removed old entries"
-            ),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "quarantine retention failed"),
-            Err(e) => tracing::error!(error = %e, "quarantine retention panicked"),
-        }
-    }
-}
-
-struct AcceptContext {
-    permits: Arc<Semaphore>,
-    stop: watch::Receiver<bool>,
-    pipeline: Arc<Pipeline>,
-    allow: Arc<Vec<IpNet>>,
-    session: Arc<SessionConfig>,
-    pool: Arc<RelayPool>,
-}
-
-async fn accept_loop(listener: TcpListener, ctx: AcceptContext) {
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => {
-                backoff = Duration::from_millis(10);
-                x
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        stream.set_nodelay(true).ok();
-        let ip = canonical(peer.ip());
-        if !ctx.allow.iter().any(|n| n.contains(&ip)) {
-            tracing::warn!(client = %peer, "client not in allow_clients, refused");
-            tokio::spawn(refuse(stream, Reply::client_refused(ip)));
-            continue;
-        }
-        let Ok(permit) = ctx.permits.clone().try_acquire_owned() else {
-            tracing::warn!(client = %peer, "connection limit reached, refused with 421");
-            tokio::spawn(refuse(stream, Reply::too_many_connections()));
-            continue;
-        };
-        let session = Session::new(
-            stream,
-            peer,
-            ctx.session.clone(),
-            ctx.pool.clone(),
-            ctx.pipeline.clone(),
-            ctx.stop.clone(),
-        );
-        tokio::spawn(async move {
-            if let Err(e) = session.run().await {
-                tracing::debug!(client = %peer, error = %e, "session ended with an I/O error");
-            }
-            drop(permit);
-        });
-    }
-}
-
-async fn refuse(mut stream: TcpStream, reply: Reply) {
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        stream.write_all(&reply.to_wire()).await?;
-        stream.shutdown().await
-    })
-    .await;
-}
-
-/// IPv4-mapped IPv6 addresses are matched as IPv4.
-fn canonical(ip: std::net::IpAddr) -> std::net::IpAddr {
-    match ip {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-/// Write autolearned messages to the store (off the async workers).
-async fn flush_learned(live: Arc<crate::model::bayes_live::BayesLive>, max_tokens: usize) {
-    if live.pending() == 0 {
-        return;
-    }
-    match tokio::task::spawn_blocking(move || live.flush_learned(max_tokens)).await {
-        Ok(Ok(n)) => tracing::info!("autolearned {n} message(s) into the Bayes store"),
-        Ok(Err(e)) => tracing::error!("autolearned messages not written: {e}"),
-        Err(e) => tracing::error!("autolearn task failed: {e}"),
-    }
-}
-
-/// Pick up a store that `filtertrain` replaced: checked every second, and at once on SIGHUP.
-/// Autolearned messages are written every 30 s (and on SIGHUP and at shutdown).
-async fn reload_loop(
-    live: Arc<crate::model::bayes_live::BayesLive>,
-    max_tokens: usize,
-    mut hup: Option<tokio::signal::unix::Signal>,
-) {
-    let mut ticks: u64 = 0;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        let hupped = match hup.as_mut() {
-            Some(h) => {
-                tokio::select! {
-                    _ = tick.tick() => false,
-                    _ = h.recv() => {
-                        tracing::info!("SIGHUP: writing autolearned messages and reloading the Bayes store");
-                        true
-                    }
-                }
-            }
-            None => {
-                tick.tick().await;
-                false
-            }
-        };
-        ticks += 1;
-        if hupped || ticks.is_multiple_of(30) {
-            flush_learned(live.clone(), max_tokens).await;
-        }
-        let l = live.clone();
-        match tokio::task::spawn_blocking(move || l.reload_if_changed().map(|r| (r, l.snapshot())))
-            .await
-        {
-            Ok(Ok((true, s))) => tracing::info!(
-                nspam = s.nspam,
-                nham = s.nham,
-                ntokens = s.ntokens(),
-                "Bayes store reloaded"
-            ),
-            Ok(Ok((false, _))) => {}
-            Ok(Err(e)) => {
-                tracing::error!("Bayes store not reloaded, keeping the previous one: {e}")
-            }
-            Err(e) => tracing::error!("Bayes reload task failed: {e}"),
+            maintenance::flush_learned(live, max_tokens).await;
         }
     }
 }

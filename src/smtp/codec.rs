@@ -10,6 +10,8 @@
 //! byte-exact; only the dot-stuffing dot after a CRLF is removed.
 
 use crate::smtp::envelope::{MailParams, RcptParams, XforwardAttr};
+use crate::smtp::params::{mail_params, rcpt_params};
+use crate::smtp::xtext;
 
 /// Size limits the decoder enforces.
 #[derive(Debug, Clone, Copy)]
@@ -355,7 +357,7 @@ fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
             let (from, params) = parse_path(rest, true)?;
             Ok(Command::Mail {
                 from,
-                params: MailParams::parse(&params)?,
+                params: mail_params(&params).map_err(|e| CommandError::BadParameter(e.0))?,
             })
         }
         b"RCPT" => {
@@ -364,7 +366,7 @@ fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
             let (to, params) = parse_path(rest, false)?;
             Ok(Command::Rcpt {
                 to,
-                params: RcptParams::parse(&params)?,
+                params: rcpt_params(&params).map_err(|e| CommandError::BadParameter(e.0))?,
             })
         }
         b"DATA" => no_args(Command::Data),
@@ -382,7 +384,7 @@ fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
             for (k, v) in params {
                 let attr = XforwardAttr::from_name(&k).ok_or(CommandError::BadParameter(k))?;
                 let v = v.ok_or(CommandError::Syntax("XFORWARD attribute=value..."))?;
-                attrs.push((attr, xtext_decode(&v)));
+                attrs.push((attr, xtext::decode(&v)));
             }
             Ok(Command::Xforward(attrs))
         }
@@ -468,49 +470,6 @@ pub(crate) fn split_params(s: &[u8]) -> Result<Params, CommandError> {
             None => (p.to_ascii_uppercase(), None),
         })
         .collect())
-}
-
-/// Decode RFC 3461 xtext (`+HH` escapes); malformed escapes are kept as they are.
-pub fn xtext_decode(s: &str) -> String {
-    if !s.contains('+') {
-        return s.to_string();
-    }
-    let b = s.as_bytes();
-    let hex = |c: u8| (c as char).to_digit(16);
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'+'
-            && i + 2 < b.len()
-            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Encode a value as RFC 3461 xtext.
-///
-/// ```
-/// use filterd::smtp::codec::{xtext_decode, xtext_encode};
-/// assert_eq!(xtext_encode("a b=c"), "a+20b+3Dc");
-/// assert_eq!(xtext_decode("a+20b+3Dc"), "a b=c");
-/// ```
-pub fn xtext_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if (33..=126).contains(&b) && b != b'+' && b != b'=' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("+{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -782,10 +741,10 @@ mod tests {
             panic!()
         };
         assert_eq!(attrs[2], (XforwardAttr::Helo, "a b".into()));
-        assert_eq!(xtext_decode("x+2By+"), "x+y+");
-        assert_eq!(xtext_encode("a b=c+"), "a+20b+3Dc+2B");
+        assert_eq!(xtext::decode("x+2By+"), "x+y+");
+        assert_eq!(xtext::encode("a b=c+"), "a+20b+3Dc+2B");
         assert_eq!(
-            xtext_decode(&xtext_encode("[UNAVAILABLE] é")),
+            xtext::decode(&xtext::encode("[UNAVAILABLE] é")),
             "[UNAVAILABLE] é"
         );
     }

@@ -1,16 +1,30 @@
 //! The envelope of one transaction: sender and recipients with their ESMTP parameters, and
 //! the original client's attributes from XFORWARD, kept so the relay can re-send them as-is.
 
-use crate::smtp::codec::{CommandError, xtext_encode};
+use crate::smtp::xtext;
+use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 
-/// `BODY=` values we accept (BINARYMIME needs CHUNKING, which is not offered).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `BODY=` values we accept (BINARYMIME needs CHUNKING, which is not offered). Kept with
+/// quarantined mail under the same names, so a release re-sends them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
     /// `BODY=7BIT`
+    #[serde(rename = "7BIT")]
     SevenBit,
     /// `BODY=8BITMIME`
+    #[serde(rename = "8BITMIME")]
     EightBitMime,
+}
+
+impl Body {
+    /// The parameter value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Body::SevenBit => "7BIT",
+            Body::EightBitMime => "8BITMIME",
+        }
+    }
 }
 
 /// The ESMTP parameters of MAIL FROM.
@@ -28,37 +42,6 @@ pub struct MailParams {
     pub envid: Option<String>,
 }
 
-impl MailParams {
-    pub(crate) fn parse(raw: &[(String, Option<String>)]) -> Result<Self, CommandError> {
-        let mut p = MailParams::default();
-        for (k, v) in raw {
-            let bad = || CommandError::BadParameter(render(k, v));
-            match (k.as_str(), v.as_deref()) {
-                ("SIZE", Some(n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
-                    p.size = Some(n.parse().map_err(|_| bad())?)
-                }
-                ("BODY", Some(b)) if b.eq_ignore_ascii_case("7BIT") => {
-                    p.body = Some(Body::SevenBit)
-                }
-                ("BODY", Some(b)) if b.eq_ignore_ascii_case("8BITMIME") => {
-                    p.body = Some(Body::EightBitMime)
-                }
-                ("SMTPUTF8", None) => p.smtputf8 = true,
-                ("RET", Some(r))
-                    if r.eq_ignore_ascii_case("FULL") || r.eq_ignore_ascii_case("HDRS") =>
-                {
-                    p.ret = Some(r.to_ascii_uppercase())
-                }
-                ("ENVID", Some(e)) if is_xtext(e) && e.len() <= 100 => {
-                    p.envid = Some(e.to_string())
-                }
-                _ => return Err(bad()),
-            }
-        }
-        Ok(p)
-    }
-}
-
 /// The ESMTP parameters of RCPT TO.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RcptParams {
@@ -66,48 +49,6 @@ pub struct RcptParams {
     pub notify: Option<String>,
     /// `ORCPT=` (DSN), kept encoded
     pub orcpt: Option<String>,
-}
-
-impl RcptParams {
-    pub(crate) fn parse(raw: &[(String, Option<String>)]) -> Result<Self, CommandError> {
-        let mut p = RcptParams::default();
-        for (k, v) in raw {
-            let bad = || CommandError::BadParameter(render(k, v));
-            match (k.as_str(), v.as_deref()) {
-                ("NOTIFY", Some(n)) => {
-                    let n = n.to_ascii_uppercase();
-                    let parts: Vec<&str> = n.split(',').collect();
-                    let valid = if parts.contains(&"NEVER") {
-                        parts.len() == 1
-                    } else {
-                        parts
-                            .iter()
-                            .all(|p| matches!(*p, "SUCCESS" | "FAILURE" | "DELAY"))
-                    };
-                    if !valid {
-                        return Err(bad());
-                    }
-                    p.notify = Some(n);
-                }
-                ("ORCPT", Some(o)) if o.contains(';') && is_xtext(o) && o.len() <= 500 => {
-                    p.orcpt = Some(o.to_string())
-                }
-                _ => return Err(bad()),
-            }
-        }
-        Ok(p)
-    }
-}
-
-fn render(k: &str, v: &Option<String>) -> String {
-    match v {
-        Some(v) => format!("{k}={v}"),
-        None => k.to_string(),
-    }
-}
-
-fn is_xtext(s: &str) -> bool {
-    s.bytes().all(|b| (33..=126).contains(&b) && b != b'=') || !s.is_ascii()
 }
 
 /// The attributes of Postfix's XFORWARD command.
@@ -205,7 +146,7 @@ impl Xforward {
             if !supported(attr) {
                 continue;
             }
-            let item = format!(" {}={}", attr.name(), xtext_encode(v));
+            let item = format!(" {}={}", attr.name(), xtext::encode(v));
             if line.len() + item.len() > 500 && line.len() > "XFORWARD".len() {
                 lines.push(std::mem::replace(&mut line, String::from("XFORWARD")));
             }

@@ -10,7 +10,7 @@ use filterd::pipeline::Pipeline;
 use filterd::smtp::envelope::{
     Envelope, MailParams, RcptParams, Recipient, Xforward, XforwardAttr,
 };
-use filterd::smtp::session::Action;
+use filterd::smtp::filter::Delivery;
 use std::path::Path;
 use std::time::Duration;
 
@@ -574,8 +574,12 @@ async fn outbound_guard_trips_exactly_at_its_limit_and_resets_after_its_window()
     let msg = ham();
     let held = |p: &Pipeline, prepared: filterd::pipeline::Prepared| {
         let d = p.scan_prepared(&env, &msg, "AbCdEf123456", 1_795_442_400, &prepared);
-        let ratelimited = d.verdict.parts[0].reason == Some("ratelimit");
-        assert_eq!(ratelimited, matches!(d.parts[0].action, Action::Discard));
+        let ratelimited =
+            d.report.decisions[0].hold.as_ref().map(|h| h.reason()) == Some("ratelimit");
+        assert_eq!(
+            ratelimited,
+            matches!(d.parts[0].delivery, Delivery::Discard)
+        );
         assert_eq!(ratelimited, d.parts[0].quarantine);
         ratelimited
     };

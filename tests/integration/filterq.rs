@@ -2,7 +2,8 @@
 //! subcommand, `--json` that parses, and errors with non-zero exits that name the problem.
 
 use crate::util::sink::{Behaviour, Sink};
-use filterd::action::quarantine::{Dsn, Entry, EntryHit, Quarantine, unix};
+use filterd::action::quarantine::{Dsn, Entry, EntryHit, Quarantine};
+use filterd::clock::unix_secs as unix;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -59,7 +60,7 @@ binary \u{e9}\r\n"
             queue_id: Some("4ABC".into()),
             sender: sender.into(),
             recipients: vec!["bob@example.net".into(), "carol@example.net".into()],
-            body: Some("8BITMIME".into()),
+            body: Some(filterd::smtp::envelope::Body::EightBitMime),
             smtputf8: false,
             dsn: Dsn {
                 ret: Some("HDRS".into()),

@@ -7,6 +7,7 @@ mod cli;
 mod crash;
 mod filterq;
 mod model;
+mod pipeline;
 mod postfix;
 mod relay;
 mod session;

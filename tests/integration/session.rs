@@ -5,11 +5,10 @@ use crate::util::sink::{Behaviour, Sink};
 use filterd::config::Config;
 use filterd::pipeline::Pipeline;
 use filterd::smtp::envelope::Envelope;
+use filterd::smtp::filter::{Delivery, Disposition, MessageFilter, MessageRecord, Part};
 use filterd::smtp::relay::RelayPool;
 use filterd::smtp::rewrite::Rewrite;
-use filterd::smtp::session::{
-    Action, Disposition, MessageFilter, MessageRecord, Part, Session, SessionConfig,
-};
+use filterd::smtp::session::{Session, SessionConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -193,7 +192,7 @@ async fn idle_client_times_out_with_421() {
 struct BadFilter(&'static str);
 
 impl MessageFilter for BadFilter {
-    type Verdict = ();
+    type Report = ();
     type Prepared = ();
 
     async fn prepare(&self, _: &Envelope, _: &[u8]) {}
@@ -205,10 +204,10 @@ impl MessageFilter for BadFilter {
             _ => return Err("model store unreadable".into()),
         }
         Ok(Disposition {
-            verdict: (),
+            report: (),
             parts: vec![Part {
                 recipients: (0..env.recipients.len()).collect(),
-                action: Action::Relay(Rewrite {
+                delivery: Delivery::Relay(Rewrite {
                     prefix: vec![],
                     keep: std::iter::once(0..msg.len()).collect(),
                 }),

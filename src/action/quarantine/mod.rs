@@ -14,7 +14,11 @@
 //! leaves either a complete entry or nothing listed; leftovers in `tmp/` and messages without
 //! metadata are swept after an hour.
 
-use serde::{Deserialize, Serialize};
+mod entry;
+
+pub use entry::{Dsn, Entry, EntryHit, Release, id_header};
+
+use crate::clock::unix_secs;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -56,97 +60,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> QuarantineError + '_ {
         path: path.to_path_buf(),
         error,
     }
-}
-
-/// One hit as recorded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EntryHit {
-    /// Rule name.
-    pub name: String,
-    /// Its score for this message.
-    pub score: f64,
-}
-
-/// The DSN parameters of an envelope, kept so a release re-sends the original envelope.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Dsn {
-    /// `RET=` of MAIL FROM.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ret: Option<String>,
-    /// `ENVID=` of MAIL FROM (xtext, as received).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub envid: Option<String>,
-    /// `NOTIFY=` of each recipient, in the order of `recipients`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub notify: Vec<Option<String>>,
-    /// `ORCPT=` of each recipient (xtext, as received), in the order of `recipients`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub orcpt: Vec<Option<String>>,
-}
-
-impl Dsn {
-    /// True when the envelope had no DSN parameters.
-    pub fn is_empty(&self) -> bool {
-        self.ret.is_none()
-            && self.envid.is_none()
-            && self.notify.iter().all(Option::is_none)
-            && self.orcpt.iter().all(Option::is_none)
-    }
-}
-
-/// One release of an entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Release {
-    /// When (Unix seconds).
-    pub time: u64,
-    /// The recipients it went to.
-    pub recipients: Vec<String>,
-    /// The next hop's reply.
-    pub reply: String,
-}
-
-/// The metadata of one quarantined message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Entry {
-    /// The quarantine id (the message's mail_id).
-    pub id: String,
-    /// When it was quarantined (Unix seconds).
-    pub time: u64,
-    /// The policy bank that decided.
-    pub policy: String,
-    /// Why: `spam`, `ratelimit`.
-    pub reason: String,
-    /// The score, when scanned.
-    pub score: Option<f64>,
-    /// The hits with their scores.
-    pub hits: Vec<EntryHit>,
-    /// The original client's IP, when known.
-    pub client_ip: Option<String>,
-    /// The original client's HELO name, when known.
-    pub helo: String,
-    /// Postfix's queue id (XFORWARD IDENT), when sent.
-    pub queue_id: Option<String>,
-    /// The envelope sender (empty for `<>`).
-    pub sender: String,
-    /// The envelope recipients held here.
-    pub recipients: Vec<String>,
-    /// `BODY=` of the original MAIL FROM (`8BITMIME`, `7BIT`), for the release.
-    pub body: Option<String>,
-    /// The original MAIL FROM had SMTPUTF8.
-    #[serde(default)]
-    pub smtputf8: bool,
-    /// DSN parameters of the original envelope (RFC 3461), re-sent on release.
-    #[serde(default, skip_serializing_if = "Dsn::is_empty")]
-    pub dsn: Dsn,
-    /// The Message-ID header.
-    pub message_id: Option<String>,
-    /// The Subject header (decoded).
-    pub subject: Option<String>,
-    /// Message size in bytes.
-    pub size: u64,
-    /// Releases so far.
-    #[serde(default)]
-    pub released: Vec<Release>,
 }
 
 /// True for a well-formed id (also what keeps a path out of the store's directory).
@@ -351,7 +264,7 @@ impl Quarantine {
 
     /// Delete entries quarantined before `cutoff`.
     pub fn purge(&self, cutoff: SystemTime) -> Result<Removed, QuarantineError> {
-        let cutoff = unix(cutoff);
+        let cutoff = unix_secs(cutoff);
         let mut removed = Removed::default();
         for e in self.list()?.into_iter().flatten() {
             if e.time < cutoff && self.delete(&e.id).is_ok() {
@@ -457,11 +370,6 @@ fn write_synced(path: &Path, data: &[u8]) -> Result<(), QuarantineError> {
 
 fn sync_dir(dir: &Path) -> Result<(), QuarantineError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
-}
-
-/// Seconds since the epoch.
-pub fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -15,6 +15,10 @@
 //! The shipped graph is logistic regression written as Gather -> Mul -> ReduceSum -> Add ->
 //! Sigmoid, so any ONNX runtime runs it and any model honouring the contract can replace it.
 
+mod write;
+
+pub use write::write_onnx;
+
 use crate::message::tokenize::Tokens;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -103,116 +107,6 @@ pub fn logistic(weights: &[f32], bias: f32, f: &Featurised) -> f32 {
     let v = f.value();
     let z: f32 = f.ids.iter().map(|&i| weights[i as usize] * v).sum::<f32>() + bias;
     1.0 / (1.0 + (-z).exp())
-}
-
-/// Write logistic regression weights as a standard ONNX model honouring the contract.
-pub fn write_onnx(weights: &[f32], bias: f32) -> Vec<u8> {
-    use pb::tensor_shape_proto::dimension::Value as Dim;
-    use prost::Message as _;
-    use tract_onnx::pb;
-    let tensor_type = |elem: pb::tensor_proto::DataType, dim: Dim| pb::TypeProto {
-        denotation: String::new(),
-        value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-            elem_type: elem as i32,
-            shape: Some(pb::TensorShapeProto {
-                dim: vec![pb::tensor_shape_proto::Dimension {
-                    denotation: String::new(),
-                    value: Some(dim),
-                }],
-            }),
-        })),
-    };
-    let value_info = |name: &str, t: pb::TypeProto| pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(t),
-        ..Default::default()
-    };
-    let node = |op: &str, inputs: &[&str], output: &str, attribute: Vec<pb::AttributeProto>| {
-        pb::NodeProto {
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![output.into()],
-            name: format!("{op}_{output}"),
-            op_type: op.into(),
-            attribute,
-            ..Default::default()
-        }
-    };
-    let float_tensor = |name: &str, dims: Vec<i64>, data: Vec<f32>| pb::TensorProto {
-        dims,
-        data_type: pb::tensor_proto::DataType::Float as i32,
-        float_data: data,
-        name: name.into(),
-        ..Default::default()
-    };
-    let graph = pb::GraphProto {
-        name: "filterd-spam-lr".into(),
-        node: vec![
-            node(
-                "Gather",
-                &["weights", INPUT_INDICES],
-                "w",
-                vec![pb::AttributeProto {
-                    name: "axis".into(),
-                    r#type: pb::attribute_proto::AttributeType::Int as i32,
-                    i: 0,
-                    ..Default::default()
-                }],
-            ),
-            node("Mul", &["w", INPUT_VALUES], "wx", vec![]),
-            node(
-                "ReduceSum",
-                &["wx"],
-                "z0",
-                vec![
-                    pb::AttributeProto {
-                        name: "axes".into(),
-                        r#type: pb::attribute_proto::AttributeType::Ints as i32,
-                        ints: vec![0],
-                        ..Default::default()
-                    },
-                    pb::AttributeProto {
-                        name: "keepdims".into(),
-                        r#type: pb::attribute_proto::AttributeType::Int as i32,
-                        i: 1,
-                        ..Default::default()
-                    },
-                ],
-            ),
-            node("Add", &["z0", "bias"], "z", vec![]),
-            node("Sigmoid", &["z"], OUTPUT, vec![]),
-        ],
-        initializer: vec![
-            float_tensor("weights", vec![weights.len() as i64], weights.to_vec()),
-            float_tensor("bias", vec![1], vec![bias]),
-        ],
-        input: vec![
-            value_info(
-                INPUT_INDICES,
-                tensor_type(pb::tensor_proto::DataType::Int64, Dim::DimParam("N".into())),
-            ),
-            value_info(
-                INPUT_VALUES,
-                tensor_type(pb::tensor_proto::DataType::Float, Dim::DimParam("N".into())),
-            ),
-        ],
-        output: vec![value_info(
-            OUTPUT,
-            tensor_type(pb::tensor_proto::DataType::Float, Dim::DimValue(1)),
-        )],
-        ..Default::default()
-    };
-    let model = pb::ModelProto {
-        ir_version: 7,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 11,
-        }],
-        producer_name: "filterd corpus-tools".into(),
-        producer_version: env!("CARGO_PKG_VERSION").into(),
-        graph: Some(graph),
-        ..Default::default()
-    };
-    model.encode_to_vec()
 }
 
 /// What `models/<name>/manifest.toml` says about a model.
@@ -380,47 +274,7 @@ impl OnnxModel {
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
         use tract_onnx::prelude::*;
         let model_path = dir.join("model.onnx");
-        let manifest_path = dir.join("manifest.toml");
-        let read = |p: &Path| {
-            std::fs::read(p).map_err(|source| ModelError::Io {
-                path: p.to_path_buf(),
-                source,
-            })
-        };
-        let manifest_text =
-            String::from_utf8(read(&manifest_path)?).map_err(|_| ModelError::Manifest {
-                path: manifest_path.clone(),
-                reason: "not UTF-8".into(),
-            })?;
-        let manifest: Manifest =
-            toml::from_str(&manifest_text).map_err(|e| ModelError::Manifest {
-                path: manifest_path.clone(),
-                reason: e.to_string().trim().to_string(),
-            })?;
-        let contract = |reason: String| ModelError::Contract {
-            path: manifest_path.clone(),
-            reason,
-        };
-        if manifest.format_version != 1 {
-            return Err(contract(format!(
-                "manifest format_version {} is not 1",
-                manifest.format_version
-            )));
-        }
-        if manifest.featuriser_version != FEATURISER_VERSION {
-            return Err(contract(format!(
-                "trained with featuriser version {}, this filterd computes version {FEATURISER_VERSION}",
-                manifest.featuriser_version
-            )));
-        }
-        if manifest.inputs != Manifest::expected_inputs()
-            || manifest.outputs != Manifest::expected_outputs()
-            || manifest.dim != DIM
-        {
-            return Err(contract(format!(
-                "input/output contract differs from this filterd's (inputs {INPUT_INDICES}: int64[N], {INPUT_VALUES}: float32[N]; output {OUTPUT}: float32[1]; dim {DIM})"
-            )));
-        }
+        let manifest = read_manifest(&dir.join("manifest.toml"))?;
         let bytes = read(&model_path)?;
         let found = sha256_hex(&bytes);
         if found != manifest.sha256 {
@@ -437,35 +291,7 @@ impl OnnxModel {
         let model = tract_onnx::onnx()
             .model_for_read(&mut bytes.as_slice())
             .map_err(onnx_err)?;
-        // The graph itself must declare the contract, not just the manifest.
-        let outlets = model.input_outlets().map_err(onnx_err)?.to_vec();
-        let names: Vec<String> = outlets
-            .iter()
-            .map(|o| model.node(o.node).name.clone())
-            .collect();
-        if names != [INPUT_INDICES, INPUT_VALUES] {
-            return Err(ModelError::Contract {
-                path: model_path,
-                reason: format!(
-                    "graph inputs are {names:?}, expected [\"{INPUT_INDICES}\", \"{INPUT_VALUES}\"]"
-                ),
-            });
-        }
-        for (i, dt) in [(0, DatumType::I64), (1, DatumType::F32)] {
-            let fact = model.input_fact(i).map_err(onnx_err)?;
-            // One dimension, left symbolic: the number of features of the message.
-            let dims: Vec<String> = fact.shape.dims().map(|d| format!("{d:?}")).collect();
-            let symbolic = fact.shape.as_concrete_finite().ok().flatten().is_none();
-            if tract_onnx::tract_hir::infer::Factoid::concretize(&fact.datum_type) != Some(dt)
-                || dims.len() != 1
-                || !symbolic
-            {
-                return Err(ModelError::Contract {
-                    path: model_path,
-                    reason: format!("graph input {} is {fact:?}, expected {dt:?}[N]", names[i]),
-                });
-            }
-        }
+        check_graph(&model, &model_path)?;
         let plan = model
             .into_optimized()
             .and_then(|m| m.into_runnable())
@@ -510,6 +336,89 @@ impl OnnxModel {
             })?;
         Ok(p)
     }
+}
+
+fn read(p: &Path) -> Result<Vec<u8>, ModelError> {
+    std::fs::read(p).map_err(|source| ModelError::Io {
+        path: p.to_path_buf(),
+        source,
+    })
+}
+
+/// The manifest, checked against the versions and the contract this filterd computes.
+fn read_manifest(path: &Path) -> Result<Manifest, ModelError> {
+    let text = String::from_utf8(read(path)?).map_err(|_| ModelError::Manifest {
+        path: path.to_path_buf(),
+        reason: "not UTF-8".into(),
+    })?;
+    let manifest: Manifest = toml::from_str(&text).map_err(|e| ModelError::Manifest {
+        path: path.to_path_buf(),
+        reason: e.to_string().trim().to_string(),
+    })?;
+    let contract = |reason: String| ModelError::Contract {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if manifest.format_version != 1 {
+        return Err(contract(format!(
+            "manifest format_version {} is not 1",
+            manifest.format_version
+        )));
+    }
+    if manifest.featuriser_version != FEATURISER_VERSION {
+        return Err(contract(format!(
+            "trained with featuriser version {}, this filterd computes version {FEATURISER_VERSION}",
+            manifest.featuriser_version
+        )));
+    }
+    if manifest.inputs != Manifest::expected_inputs()
+        || manifest.outputs != Manifest::expected_outputs()
+        || manifest.dim != DIM
+    {
+        return Err(contract(format!(
+            "input/output contract differs from this filterd's (inputs {INPUT_INDICES}: int64[N], {INPUT_VALUES}: float32[N]; output {OUTPUT}: float32[1]; dim {DIM})"
+        )));
+    }
+    Ok(manifest)
+}
+
+/// The graph itself must declare the contract, not just the manifest: inputs named
+/// `indices` (int64) and `values` (float32), each of one symbolic dimension.
+fn check_graph(model: &tract_onnx::prelude::InferenceModel, path: &Path) -> Result<(), ModelError> {
+    use tract_onnx::prelude::*;
+    let onnx_err = |e: anyhow::Error| ModelError::Onnx {
+        path: path.to_path_buf(),
+        reason: format!("{e:#}"),
+    };
+    let outlets = model.input_outlets().map_err(onnx_err)?.to_vec();
+    let names: Vec<String> = outlets
+        .iter()
+        .map(|o| model.node(o.node).name.clone())
+        .collect();
+    if names != [INPUT_INDICES, INPUT_VALUES] {
+        return Err(ModelError::Contract {
+            path: path.to_path_buf(),
+            reason: format!(
+                "graph inputs are {names:?}, expected [\"{INPUT_INDICES}\", \"{INPUT_VALUES}\"]"
+            ),
+        });
+    }
+    for (i, dt) in [(0, DatumType::I64), (1, DatumType::F32)] {
+        let fact = model.input_fact(i).map_err(onnx_err)?;
+        // One dimension, left symbolic: the number of features of the message.
+        let dims: Vec<String> = fact.shape.dims().map(|d| format!("{d:?}")).collect();
+        let symbolic = fact.shape.as_concrete_finite().ok().flatten().is_none();
+        if tract_onnx::tract_hir::infer::Factoid::concretize(&fact.datum_type) != Some(dt)
+            || dims.len() != 1
+            || !symbolic
+        {
+            return Err(ModelError::Contract {
+                path: path.to_path_buf(),
+                reason: format!("graph input {} is {fact:?}, expected {dt:?}[N]", names[i]),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Where the shipped default model is looked for when the config names none: next to the

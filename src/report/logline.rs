@@ -1,24 +1,20 @@
 //! The one info line per message, in the order of amavisd-new's `Passed CLEAN` line so
 //! existing log tools keep matching `Passed|Blocked <CATEGORY>`, `Hits:` and `queued_as:`.
 
-use crate::pipeline::{Judgement, PartJudgement};
+use super::Report;
+use crate::policy::decision::{Decision, Hold};
 use crate::smtp::envelope::XforwardAttr;
-use crate::smtp::session::{MessageRecord, Outcome};
+use crate::smtp::filter::{MessageRecord, Outcome};
 use crate::verdict::format_score;
 use std::fmt::Write as _;
 
 /// Render the line of one part (without any logger prefix).
-pub fn render(r: &MessageRecord<'_, Judgement>) -> String {
+pub fn render(r: &MessageRecord<'_, Report>) -> String {
     let env = r.envelope;
-    let part: Option<&PartJudgement> = r.verdict.zip(r.part).and_then(|(j, i)| j.parts.get(i));
-    let category = match part {
-        Some(p) if p.reason == Some("ratelimit") => "RATELIMIT",
-        Some(p) if p.reason == Some("dmarc") => "DMARC",
-        Some(p) => p.verdict.category().as_str(),
-        None => "UNCHECKED",
-    };
+    let part: Option<&Decision> = r.report.zip(r.part).and_then(|(j, i)| j.decision(i));
+    let category = part.map_or("UNCHECKED", Decision::category);
     let tagged = part.is_some_and(|p| p.verdict.is_spam());
-    let direction = if r.verdict.is_some_and(|j| j.originating) {
+    let direction = if r.report.is_some_and(|j| j.originating) {
         "Outbound"
     } else {
         "Inbound"
@@ -56,17 +52,17 @@ pub fn render(r: &MessageRecord<'_, Judgement>) -> String {
         let _ = write!(s, ", quarantine: {q}");
     }
     if let Some(p) = part
-        && (p.policy != "default" || r.verdict.is_some_and(|j| j.parts.len() > 1))
+        && (p.policy != "default" || r.report.is_some_and(|j| j.decisions.len() > 1))
     {
         let _ = write!(s, ", policy: {}", p.policy);
     }
-    if let Some(d) = part.and_then(|p| p.detail.as_deref()) {
-        let _ = write!(s, ", ratelimit: {d}");
+    if let Some(Hold::RateLimit { key }) = part.and_then(|p| p.hold.as_ref()) {
+        let _ = write!(s, ", ratelimit: {key}");
     }
     if let Some(id) = env.xforward.get(XforwardAttr::Ident) {
         let _ = write!(s, ", Queue-ID: {id}");
     }
-    if let Some(mid) = part.and_then(|p| p.verdict.message_id.as_deref()) {
+    if let Some(mid) = part.and(r.report).and_then(|j| j.message_id.as_deref()) {
         let _ = write!(s, ", Message-ID: {mid}");
     }
     let hits = part.map_or("-".to_string(), |p| format_score(p.verdict.score));
@@ -92,7 +88,7 @@ pub fn render(r: &MessageRecord<'_, Judgement>) -> String {
 }
 
 /// Emit the line through tracing: info for delivered mail, warn otherwise.
-pub fn log(r: &MessageRecord<'_, Judgement>) {
+pub fn log(r: &MessageRecord<'_, Report>) {
     let line = render(r);
     match r.outcome {
         Outcome::Relayed { .. } | Outcome::Discarded => {
@@ -100,7 +96,7 @@ pub fn log(r: &MessageRecord<'_, Judgement>) {
         }
         _ => tracing::warn!(target: "filterd::message", "{line}"),
     }
-    if let Some(p) = r.verdict.zip(r.part).and_then(|(j, i)| j.parts.get(i)) {
+    if let Some(p) = r.report.zip(r.part).and_then(|(j, i)| j.decision(i)) {
         for (name, score) in &p.verdict.hits {
             tracing::debug!(mail_id = r.mail_id, hit = name, score, "hit");
         }

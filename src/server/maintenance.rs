@@ -1,0 +1,92 @@
+//! The loops that keep a running filterd's state fresh: the Bayes store reloaded when
+//! `filtertrain` replaced it (every second, at once on SIGHUP), autolearned messages
+//! written every 30 s, and quarantine retention every hour.
+
+use crate::model::bayes_live::BayesLive;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Quarantine retention: at start and every hour, entries past their age go, then the
+/// oldest while the store is over its size, and leftovers of interrupted writes.
+pub(super) async fn retention_loop(q: crate::config::QuarantineSettings) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let q = q.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            q.store
+                .enforce(std::time::SystemTime::now(), q.max_age, q.max_bytes)
+        })
+        .await;
+        match done {
+            Ok(Ok(r)) if r.entries > 0 => tracing::info!(
+                entries = r.entries,
+                bytes = r.bytes,
+                "quarantine retention removed old entries"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "quarantine retention failed"),
+            Err(e) => tracing::error!(error = %e, "quarantine retention panicked"),
+        }
+    }
+}
+
+/// Write autolearned messages to the store (off the async workers).
+pub(super) async fn flush_learned(live: Arc<BayesLive>, max_tokens: usize) {
+    if live.pending() == 0 {
+        return;
+    }
+    match tokio::task::spawn_blocking(move || live.flush_learned(max_tokens)).await {
+        Ok(Ok(n)) => tracing::info!("autolearned {n} message(s) into the Bayes store"),
+        Ok(Err(e)) => tracing::error!("autolearned messages not written: {e}"),
+        Err(e) => tracing::error!("autolearn task failed: {e}"),
+    }
+}
+
+/// Pick up a store that `filtertrain` replaced: checked every second, and at once on SIGHUP.
+/// Autolearned messages are written every 30 s (and on SIGHUP and at shutdown).
+pub(super) async fn reload_loop(
+    live: Arc<BayesLive>,
+    max_tokens: usize,
+    mut hup: Option<tokio::signal::unix::Signal>,
+) {
+    let mut ticks: u64 = 0;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let hupped = match hup.as_mut() {
+            Some(h) => {
+                tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = h.recv() => {
+                        tracing::info!("SIGHUP: writing autolearned messages and reloading the Bayes store");
+                        true
+                    }
+                }
+            }
+            None => {
+                tick.tick().await;
+                false
+            }
+        };
+        ticks += 1;
+        if hupped || ticks.is_multiple_of(30) {
+            flush_learned(live.clone(), max_tokens).await;
+        }
+        let l = live.clone();
+        match tokio::task::spawn_blocking(move || l.reload_if_changed().map(|r| (r, l.snapshot())))
+            .await
+        {
+            Ok(Ok((true, s))) => tracing::info!(
+                nspam = s.nspam,
+                nham = s.nham,
+                ntokens = s.ntokens(),
+                "Bayes store reloaded"
+            ),
+            Ok(Ok((false, _))) => {}
+            Ok(Err(e)) => {
+                tracing::error!("Bayes store not reloaded, keeping the previous one: {e}")
+            }
+            Err(e) => tracing::error!("Bayes reload task failed: {e}"),
+        }
+    }
+}

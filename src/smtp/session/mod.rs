@@ -1,0 +1,259 @@
+//! One client connection: the SMTP/LMTP state machine, generic over any byte stream, split
+//! by phase:
+//!
+//! - this file: the run loop (reads, idle timeouts, shutdown) and the commands outside a
+//!   transaction (HELO/EHLO/LHLO, XFORWARD, RSET, NOOP, QUIT ...);
+//! - [`transaction`]: MAIL and RCPT, relayed to the next hop as they arrive, its answers
+//!   mirrored, so a recipient the next hop refuses is refused to Postfix with the next hop's
+//!   own code (no recipient is ever dropped silently, none is held back);
+//! - [`delivery`]: after DATA, the filter's scan, the quarantine copies (durable, on a
+//!   blocking thread), each part relayed, discarded or rejected, and the log lines;
+//! - [`answer`]: the final reply to the client, a pure function of what happened: 250 only
+//!   after the next hop said 250 for what was relayed.
+
+mod answer;
+mod delivery;
+mod transaction;
+
+use crate::smtp::codec::{Command, CommandError, Event, Limits};
+use crate::smtp::connection::Connection;
+use crate::smtp::envelope::{Recipient, Xforward};
+use crate::smtp::filter::MessageFilter;
+use crate::smtp::relay::{RelayConn, RelayPool};
+use crate::smtp::reply::Reply;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use transaction::Transaction;
+
+pub use delivery::new_mail_id;
+
+/// Session settings derived from the configuration.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Our name in the greeting and replies.
+    pub hostname: String,
+    /// Speak LMTP (LHLO, one reply per recipient after DATA).
+    pub lmtp: bool,
+    /// Codec limits.
+    pub limits: Limits,
+    /// Most recipients per transaction.
+    pub max_recipients: usize,
+    /// Idle limit while waiting for a command.
+    pub command_timeout: Duration,
+    /// Idle limit while receiving message content.
+    pub data_timeout: Duration,
+    /// Time budget for scanning one message.
+    pub scan_budget: Duration,
+}
+
+/// One connection's state.
+pub struct Session<S, F: MessageFilter> {
+    conn: Connection<S>,
+    cfg: Arc<SessionConfig>,
+    pool: Arc<RelayPool>,
+    filter: Arc<F>,
+    shutdown: watch::Receiver<bool>,
+    peer: SocketAddr,
+    helo: Option<String>,
+    xforward: Xforward,
+    txn: Option<Transaction>,
+    relay: Option<RelayConn>,
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+impl<S, F> Session<S, F>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: MessageFilter,
+{
+    /// A session for an accepted connection from `peer`.
+    pub fn new(
+        stream: S,
+        peer: SocketAddr,
+        cfg: Arc<SessionConfig>,
+        pool: Arc<RelayPool>,
+        filter: Arc<F>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Session {
+            conn: Connection::new(stream, cfg.limits),
+            cfg,
+            pool,
+            filter,
+            shutdown,
+            peer,
+            helo: None,
+            xforward: Xforward::default(),
+            txn: None,
+            relay: None,
+        }
+    }
+
+    /// Run the conversation to its end. I/O errors end the session; nothing is relayed
+    /// for a transaction that did not finish.
+    pub async fn run(mut self) -> std::io::Result<()> {
+        self.reply(Reply::greeting(&self.cfg.hostname, self.cfg.lmtp));
+        self.conn.flush().await?;
+        loop {
+            while let Some(event) = self.conn.next_event() {
+                if let Flow::Close = self.handle(event).await {
+                    self.conn.flush().await?;
+                    self.close_relay().await;
+                    return Ok(());
+                }
+            }
+            self.conn.flush().await?;
+            let in_data = self.conn.in_data();
+            let limit = if in_data {
+                self.cfg.data_timeout
+            } else {
+                self.cfg.command_timeout
+            };
+            let draining = *self.shutdown.borrow();
+            let read = tokio::select! {
+                r = tokio::time::timeout(limit, self.conn.read()) => r,
+                _ = self.shutdown.changed(), if !in_data && !draining => {
+                    self.reply(Reply::shutting_down(&self.cfg.hostname));
+                    self.conn.flush().await?;
+                    self.close_relay().await;
+                    return Ok(());
+                }
+            };
+            match read {
+                Err(_) => {
+                    self.reply(Reply::timeout(&self.cfg.hostname));
+                    let _ = self.conn.flush().await;
+                    self.close_relay().await;
+                    return Ok(());
+                }
+                Ok(Ok(0)) => {
+                    // Client gone; an unfinished transaction is simply dropped (the next
+                    // hop never received its content).
+                    self.close_relay().await;
+                    return Ok(());
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    self.close_relay().await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn reply(&mut self, r: Reply) {
+        self.conn.reply(r);
+    }
+
+    async fn close_relay(&mut self) {
+        if let Some(relay) = self.relay.take() {
+            if self.txn.is_some() {
+                // Dropping the connection aborts the next hop's transaction.
+                drop(relay);
+            } else {
+                self.pool.checkin(relay).await;
+            }
+        }
+    }
+
+    async fn handle(&mut self, event: Event) -> Flow {
+        match event {
+            Event::Command(Ok(cmd)) => self.command(cmd).await,
+            Event::Command(Err(e)) => {
+                self.reply(match e {
+                    CommandError::Unknown => Reply::unknown_command(),
+                    CommandError::TooLong => Reply::command_too_long(),
+                    CommandError::Syntax(s) => Reply::syntax(s),
+                    CommandError::BadAddress(a) => Reply::bad_address(&a),
+                    CommandError::BadParameter(p) => Reply::bad_parameter(&p),
+                });
+                Flow::Continue
+            }
+            Event::Message(m) => {
+                self.message(m).await;
+                Flow::Continue
+            }
+        }
+    }
+
+    async fn command(&mut self, cmd: Command) -> Flow {
+        if *self.shutdown.borrow() {
+            self.reply(Reply::shutting_down(&self.cfg.hostname));
+            return Flow::Close;
+        }
+        let lmtp = self.cfg.lmtp;
+        match cmd {
+            Command::Helo(_) | Command::Ehlo(_) if lmtp => {
+                self.reply(Reply::bad_sequence("use LHLO (this is LMTP)"));
+            }
+            Command::Lhlo(_) if !lmtp => self.reply(Reply::unknown_command()),
+            Command::Helo(name) => {
+                self.reset().await;
+                self.helo = Some(name);
+                self.reply(Reply::helo(&self.cfg.hostname));
+            }
+            Command::Ehlo(name) | Command::Lhlo(name) => {
+                self.reset().await;
+                self.helo = Some(name);
+                self.reply(Reply::ehlo(
+                    &self.cfg.hostname,
+                    self.cfg.limits.max_message_size,
+                ));
+            }
+            Command::Xforward(attrs) => {
+                if self.txn.is_some() {
+                    self.reply(Reply::bad_sequence("MAIL transaction in progress"));
+                } else {
+                    for (k, v) in attrs {
+                        self.xforward.set(k, v);
+                    }
+                    self.reply(Reply::ok());
+                }
+            }
+            Command::Mail { from, params } => {
+                let rcpts = self.buffered_rcpts();
+                self.mail(from, params, rcpts).await
+            }
+            Command::Rcpt { to, params } => {
+                let mut rcpts = vec![Recipient {
+                    address: to,
+                    params,
+                }];
+                rcpts.extend(self.buffered_rcpts());
+                self.rcpts(rcpts).await
+            }
+            Command::Data => self.data(),
+            Command::Rset => {
+                self.reset().await;
+                self.reply(Reply::ok());
+            }
+            Command::Noop => self.reply(Reply::ok()),
+            Command::Vrfy => self.reply(Reply::vrfy()),
+            Command::Help => self.reply(Reply::help()),
+            Command::NotImplemented(_) => self.reply(Reply::not_implemented()),
+            Command::Quit => {
+                self.reply(Reply::bye());
+                return Flow::Close;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Abort any transaction, here and at the next hop.
+    async fn reset(&mut self) {
+        self.xforward = Xforward::default();
+        if self.txn.take().is_some()
+            && let Some(relay) = &mut self.relay
+            && relay.rset().await.is_err()
+        {
+            self.relay = None;
+        }
+    }
+}

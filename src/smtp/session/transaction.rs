@@ -1,0 +1,215 @@
+//! The envelope phase: MAIL, RCPT and DATA. The transaction is opened at the next hop as
+//! it arrives here (MAIL with the RCPTs the client pipelined behind it, in one write), and
+//! each of the next hop's answers is mirrored to the client, so the recipients that reach
+//! DATA are exactly those the next hop accepted.
+
+use super::Session;
+use crate::smtp::codec::{Command, Event};
+use crate::smtp::envelope::{MailParams, Recipient};
+use crate::smtp::filter::MessageFilter;
+use crate::smtp::relay::RelayError;
+use crate::smtp::reply::Reply;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// One transaction, from MAIL to the end of DATA.
+pub(super) struct Transaction {
+    pub(super) sender: String,
+    pub(super) params: MailParams,
+    /// Recipients the next hop accepted.
+    pub(super) recipients: Vec<Recipient>,
+    /// RCPT commands sent to the next hop so far (accepted or not).
+    pub(super) attempted: usize,
+    /// Set when the next hop failed mid-envelope: everything after tempfails.
+    pub(super) broken: Option<String>,
+}
+
+impl<S, F> Session<S, F>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: MessageFilter,
+{
+    /// RCPT commands the client already pipelined after the current one, so they can go to
+    /// the next hop in one write. The first other event is kept for the main loop.
+    pub(super) fn buffered_rcpts(&mut self) -> Vec<Recipient> {
+        let mut rcpts = vec![];
+        while !self.conn.has_pushed_back() {
+            match self.conn.next_event() {
+                Some(Event::Command(Ok(Command::Rcpt { to, params }))) => rcpts.push(Recipient {
+                    address: to,
+                    params,
+                }),
+                Some(other) => self.conn.push_back(other),
+                None => break,
+            }
+        }
+        rcpts
+    }
+
+    pub(super) async fn mail(&mut self, from: String, params: MailParams, rcpts: Vec<Recipient>) {
+        let refusal = if self.helo.is_none() {
+            Some(Reply::bad_sequence("send HELO/EHLO first"))
+        } else if self.txn.is_some() {
+            Some(Reply::bad_sequence("nested MAIL command"))
+        } else if params
+            .size
+            .is_some_and(|s| s > self.cfg.limits.max_message_size as u64)
+        {
+            Some(Reply::size_exceeded_declared())
+        } else {
+            None
+        };
+        if let Some(r) = refusal {
+            self.reply(r);
+            return self.rcpts(rcpts).await;
+        }
+        let (sendable, overflow) = split_at_limit(rcpts, self.cfg.max_recipients);
+        match self.open_transaction(&from, &params, &sendable).await {
+            Ok((r, replies)) if r.is_positive() => {
+                self.txn = Some(Transaction {
+                    sender: from,
+                    params,
+                    recipients: vec![],
+                    attempted: 0,
+                    broken: None,
+                });
+                self.reply(Reply::sender_ok());
+                self.record_rcpts(sendable, Ok(replies), overflow);
+            }
+            Ok((r, _)) => {
+                self.reply(Reply::from_next_hop(self.pool.label(), &r));
+                // The next hop refused the transaction: the recipients get what they would
+                // get without one.
+                self.rcpts(sendable).await;
+                self.rcpts(overflow).await;
+            }
+            Err(e) => {
+                tracing::warn!(next_hop = %self.pool.label(), error = %e, "next hop unavailable at MAIL");
+                self.reply(Reply::next_hop_unavailable(
+                    self.pool.label(),
+                    &e.to_string(),
+                ));
+                self.rcpts(sendable).await;
+                self.rcpts(overflow).await;
+            }
+        }
+    }
+
+    /// XFORWARD, MAIL and the known RCPTs at the next hop, on this session's connection, else
+    /// a pooled one, else a fresh one. A reused connection may have been closed by the next
+    /// hop while idle: then the next one is tried, and a fresh connection last.
+    pub(super) async fn open_transaction(
+        &mut self,
+        from: &str,
+        params: &MailParams,
+        rcpts: &[Recipient],
+    ) -> Result<(Reply, Vec<Reply>), RelayError> {
+        loop {
+            let (mut conn, reused) = match self.relay.take().or_else(|| self.pool.checkout()) {
+                Some(c) => (c, true),
+                None => (self.pool.connect().await?, false),
+            };
+            match conn.mail(&self.xforward, from, params, rcpts).await {
+                Ok(r) => {
+                    self.relay = Some(conn);
+                    return Ok(r);
+                }
+                Err(e) if !reused => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "reused next-hop connection was dead; trying another")
+                }
+            }
+        }
+    }
+
+    /// RCPT commands inside (or outside) a transaction.
+    pub(super) async fn rcpts(&mut self, rcpts: Vec<Recipient>) {
+        if rcpts.is_empty() {
+            return;
+        }
+        let Some(txn) = self.txn.as_ref() else {
+            for _ in rcpts {
+                self.reply(Reply::bad_sequence("need MAIL command"));
+            }
+            return;
+        };
+        if let Some(why) = &txn.broken {
+            let r = Reply::next_hop_unavailable(self.pool.label(), why);
+            for _ in rcpts {
+                self.reply(r.clone());
+            }
+            return;
+        }
+        let room = self.cfg.max_recipients.saturating_sub(txn.attempted);
+        let (sendable, overflow) = split_at_limit(rcpts, room);
+        let replies = match self.relay.as_mut() {
+            Some(relay) if !sendable.is_empty() => relay.rcpts(&sendable).await,
+            Some(_) => Ok(vec![]),
+            None => Err(RelayError::Protocol("connection lost".into())),
+        };
+        self.record_rcpts(sendable, replies, overflow);
+    }
+
+    /// Mirror the next hop's answers to RCPT; accepted recipients join the transaction.
+    fn record_rcpts(
+        &mut self,
+        sent: Vec<Recipient>,
+        replies: Result<Vec<Reply>, RelayError>,
+        overflow: Vec<Recipient>,
+    ) {
+        let Some(txn) = self.txn.as_mut() else {
+            return;
+        };
+        let hop = self.pool.label().to_string();
+        txn.attempted += sent.len();
+        let mut out = Vec::with_capacity(sent.len() + overflow.len());
+        match replies {
+            Ok(replies) => {
+                for (rcpt, r) in sent.into_iter().zip(replies) {
+                    if r.is_positive() {
+                        txn.recipients.push(rcpt);
+                        out.push(Reply::recipient_ok());
+                    } else {
+                        out.push(Reply::from_next_hop(&hop, &r));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(next_hop = %hop, error = %e, "next hop failed at RCPT");
+                self.relay = None;
+                txn.broken = Some(e.to_string());
+                let r = Reply::next_hop_unavailable(&hop, &e.to_string());
+                out.extend(sent.iter().map(|_| r.clone()));
+            }
+        }
+        out.extend(overflow.iter().map(|_| Reply::too_many_recipients()));
+        for r in out {
+            self.reply(r);
+        }
+    }
+
+    /// DATA: 354 when the transaction has a recipient the next hop accepted.
+    pub(super) fn data(&mut self) {
+        let reply = match &self.txn {
+            None => Reply::bad_sequence("need MAIL command"),
+            Some(t) if t.broken.is_some() => {
+                let why = t.broken.clone().unwrap_or_default();
+                Reply::next_hop_unavailable(self.pool.label(), &why)
+            }
+            Some(t) if t.recipients.is_empty() && t.attempted == 0 => {
+                Reply::bad_sequence("need RCPT command")
+            }
+            Some(t) if t.recipients.is_empty() => Reply::no_valid_recipients(),
+            Some(_) => {
+                self.conn.begin_data();
+                Reply::start_data()
+            }
+        };
+        self.reply(reply);
+    }
+}
+
+/// The first `limit` recipients, and the rest.
+fn split_at_limit(mut rcpts: Vec<Recipient>, limit: usize) -> (Vec<Recipient>, Vec<Recipient>) {
+    let rest = rcpts.split_off(limit.min(rcpts.len()));
+    (rcpts, rest)
+}
