@@ -5,7 +5,9 @@
 //! peak RSS.
 //!
 //! `cargo bench --bench load` (defaults: 16 sessions, 5 KB messages, 8 s per phase);
-//! `LOAD_SESSIONS`, `LOAD_SECONDS`, `LOAD_SIZE` change them.
+//! `LOAD_SESSIONS`, `LOAD_SECONDS`, `LOAD_SIZE` change them. `LOAD_COMPARE=/path/to/filterd`
+//! runs the header-checks and model phases with that binary too, back to back with this
+//! build's (A B A B, same sink, same generator), to compare two versions in one run.
 
 #[path = "../tests/integration/util/sink.rs"]
 mod sink;
@@ -172,8 +174,18 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-/// A filterd release binary relaying to `next_hop`, with its listen address.
+/// This build's filterd release binary relaying to `next_hop`, with its listen address.
 async fn spawn_filterd(
+    dir: &std::path::Path,
+    next_hop: SocketAddr,
+    model: bool,
+) -> (std::process::Child, SocketAddr) {
+    spawn_binary(env!("CARGO_BIN_EXE_filterd"), dir, next_hop, model).await
+}
+
+/// A filterd binary relaying to `next_hop`, with its listen address.
+async fn spawn_binary(
+    binary: &str,
     dir: &std::path::Path,
     next_hop: SocketAddr,
     model: bool,
@@ -185,7 +197,7 @@ async fn spawn_filterd(
         format!("[server]\nlisten = [\"127.0.0.1:{port}\"]\nmax_connections = 256\n[next_hop]\naddress = \"{next_hop}\"\n[log]\nlevel = \"warn\"\n[bayes]\nenabled = false\n[model]\nenabled = {model}\n[auth]\nenabled = false\n[quarantine]\ndir = \"{}\"\n", dir.join("quarantine").display()),
     )
     .expect("config");
-    let child = Command::new(env!("CARGO_BIN_EXE_filterd"))
+    let child = Command::new(binary)
         .arg("--config")
         .arg(&cfg)
         .env_remove("RUST_LOG")
@@ -285,6 +297,42 @@ async fn postfix_tools(
     Some(rows)
 }
 
+/// This build against `other`: the header-checks and the model phase, each binary twice in
+/// the order A B A B, printed as rates and as the ratio of this build to the other.
+async fn compare(
+    other: &str,
+    dir: &std::path::Path,
+    sink: SocketAddr,
+    sessions: usize,
+    secs: u64,
+    msg: &std::sync::Arc<Vec<u8>>,
+) {
+    let this = env!("CARGO_BIN_EXE_filterd");
+    println!();
+    println!("Comparison, back to back: this build = {this}, other = {other}");
+    println!(
+        "{:<28} {:>12} {:>12} {:>12} {:>12} {:>8}",
+        "phase", "this #1", "other #1", "this #2", "other #2", "ratio"
+    );
+    for (label, model) in [
+        ("filterd, header checks", false),
+        ("filterd, headers + model", true),
+    ] {
+        let mut rates = vec![];
+        for binary in [this, other, this, other] {
+            let (mut child, addr) = spawn_binary(binary, dir, sink, model).await;
+            rates.push(run_phase(addr, sessions, secs, msg).await.rate);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let ratio = (rates[0] + rates[2]) / (rates[1] + rates[3]);
+        println!(
+            "{label:<28} {:>12.0} {:>12.0} {:>12.0} {:>12.0} {:>7.3}x",
+            rates[0], rates[1], rates[2], rates[3], ratio
+        );
+    }
+}
+
 fn main() {
     // `cargo test --benches` runs benches without `--bench`: do nothing then.
     if !std::env::args().any(|a| a == "--bench") {
@@ -335,6 +383,9 @@ fn main() {
                 ms(ph.p99) - ms(base.p99),
                 mb(rss)
             );
+        }
+        if let Ok(other) = std::env::var("LOAD_COMPARE") {
+            compare(&other, dir.path(), sink.addr, sessions, secs, &msg).await;
         }
         if let Some(rows) = postfix_tools(dir.path(), sessions, size, count).await {
             println!();

@@ -2,7 +2,9 @@
 //! in-process sessions over duplex streams, the CLI, and a real Postfix end to end.
 
 mod actions;
+mod architecture;
 mod auth;
+mod checks;
 mod cli;
 mod crash;
 mod filterq;

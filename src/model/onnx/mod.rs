@@ -301,18 +301,17 @@ impl OnnxModel {
             plan,
             manifest,
         };
-        // One inference now, so a model that cannot run is refused at start, not at the first message.
-        let p = loaded.predict(&Featurised { ids: vec![1, 2, 3] })?;
-        if !(0.0..=1.0).contains(&p) {
-            return Err(ModelError::Contract {
-                path: loaded.path,
-                reason: format!("output {p} is not a probability"),
-            });
-        }
+        // One inference now, over the ends of the feature space, so a model that cannot run
+        // (or knows fewer features than its manifest says) is refused at start, not at the
+        // first message.
+        loaded.predict(&Featurised {
+            ids: vec![0, 1, 2, DIM as u32 - 1],
+        })?;
         Ok(loaded)
     }
 
-    /// The spam probability of one message.
+    /// The spam probability of one message; an error when the model cannot compute one (a
+    /// runtime failure, or an output that is not a probability).
     pub fn predict(&self, f: &Featurised) -> Result<f32, ModelError> {
         use tract_onnx::prelude::*;
         let (idx, val) = f.inputs();
@@ -322,9 +321,20 @@ impl OnnxModel {
         };
         let idx = Tensor::from_shape(&[idx.len()], &idx).map_err(err)?;
         let val = Tensor::from_shape(&[val.len()], &val).map_err(err)?;
-        let out = self
-            .plan
-            .run(tvec![idx.into_tvalue(), val.into_tvalue()])
+        // tract panics on some bad graphs (an index past a weights table) instead of
+        // returning an error: that is this model failing on this message, not a crash.
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.plan.run(tvec![idx.into_tvalue(), val.into_tvalue()])
+        }));
+        let out = run
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("no message");
+                Err(anyhow::anyhow!("inference panicked: {what}"))
+            })
             .map_err(err)?;
         let p = out
             .first()
@@ -334,6 +344,13 @@ impl OnnxModel {
                 path: self.path.clone(),
                 reason: "no float output".into(),
             })?;
+        // A NaN or out-of-range output (a poisoned weight) must not reach the score.
+        if !(0.0..=1.0).contains(&p) {
+            return Err(ModelError::Contract {
+                path: self.path.clone(),
+                reason: format!("output {p} is not a probability"),
+            });
+        }
         Ok(p)
     }
 }
