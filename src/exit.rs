@@ -13,7 +13,7 @@ pub const USAGE: u8 = 64;
 /// Bad input data: a corrupt entry or store.
 pub const DATAERR: u8 = 65;
 /// An input that does not exist: no such entry.
-pub const NOINPUT: u8 = 66;
+pub(crate) const NOINPUT: u8 = 66;
 /// A service refused for good (the next hop said 5xx).
 pub const UNAVAILABLE: u8 = 69;
 /// An OS-level failure: cannot bind, no runtime.
@@ -21,7 +21,7 @@ pub const OSERR: u8 = 71;
 /// A file that cannot be created (it exists, or the directory is not writable).
 pub const CANTCREAT: u8 = 73;
 /// An I/O error on a file or directory.
-pub const IOERR: u8 = 74;
+pub(crate) const IOERR: u8 = 74;
 /// Try again later: the next hop is down or said 4xx.
 pub const TEMPFAIL: u8 = 75;
 /// The configuration is invalid.

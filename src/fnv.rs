@@ -2,7 +2,7 @@
 //! store checksums and the corpus split all depend on it never changing.
 
 /// FNV-1a 64 over the concatenation of `parts` (a salt and the data, typically).
-pub fn fnv1a(parts: &[&[u8]]) -> u64 {
+pub(crate) fn fnv1a(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
         for &b in *part {

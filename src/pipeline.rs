@@ -106,11 +106,6 @@ impl Pipeline {
         }
     }
 
-    /// The policies.
-    pub fn policies(&self) -> &Policies {
-        &self.policies
-    }
-
     /// Origin and the policy of each recipient: no I/O.
     fn locate(&self, env: &Envelope, msg: &[u8]) -> Prepared {
         let headers = HeaderBlock::parse(msg);

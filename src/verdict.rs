@@ -29,7 +29,7 @@ pub struct Verdict {
 }
 
 /// The least score of block-listed mail (amavisd-new's blacklist score).
-pub const BLOCKED_SCORE: f64 = 64.0;
+pub(crate) const BLOCKED_SCORE: f64 = 64.0;
 
 /// amavisd-new's content category.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +86,7 @@ impl Verdict {
     /// Apply allow- and block-list hits as amavisd-new does: a blocked message scores at
     /// least 64, an allowed one at most 0 (block wins). The first hit of the deciding list
     /// carries the difference, so the listed hits still add up to the score.
-    pub fn apply_lists(&mut self, allow: &[&'static str], block: &[&'static str]) {
+    pub(crate) fn apply_lists(&mut self, allow: &[&'static str], block: &[&'static str]) {
         if allow.is_empty() && block.is_empty() {
             return;
         }
@@ -105,17 +105,17 @@ impl Verdict {
     }
 
     /// At or above tag2: spam.
-    pub fn is_spam(&self) -> bool {
+    pub(crate) fn is_spam(&self) -> bool {
         self.score >= self.levels.tag2
     }
 
     /// At or above the tag level: X-Spam-* headers are added.
-    pub fn is_tagged(&self) -> bool {
+    pub(crate) fn is_tagged(&self) -> bool {
         self.score >= self.levels.tag
     }
 
     /// The amavis category.
-    pub fn category(&self) -> Category {
+    pub(crate) fn category(&self) -> Category {
         if self.score >= self.levels.kill {
             Category::Spam
         } else if self.is_spam() {
@@ -127,7 +127,7 @@ impl Verdict {
 
     /// The `X-Spam-Flag`, `X-Spam-Score`, `X-Spam-Level` and `X-Spam-Status` header lines,
     /// CRLF-terminated, in amavisd-new's format.
-    pub fn spam_headers(&self, autolearn: &str) -> String {
+    pub(crate) fn spam_headers(&self, autolearn: &str) -> String {
         let mut out = String::with_capacity(256);
         let yes = self.is_spam();
         let _ = write!(out, "X-Spam-Flag: {}\r\n", if yes { "YES" } else { "NO" });

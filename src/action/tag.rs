@@ -15,7 +15,7 @@ use crate::verdict::Verdict;
 
 /// What the relayed copy for one decision carries.
 #[derive(Debug, Clone, Copy)]
-pub struct Tags<'a> {
+pub(crate) struct Tags<'a> {
     /// Our Authentication-Results header (CRLF-terminated), when authentication ran.
     pub auth_results: Option<&'a str>,
     /// Incoming Authentication-Results headers claiming this authserv-id are dropped.
@@ -34,7 +34,7 @@ pub struct Tags<'a> {
 
 /// The copy to relay: the headers of `tags` on top, the message below them unchanged but
 /// for the headers dropped.
-pub fn relayed_copy(msg: &[u8], headers: &HeaderBlock, tags: &Tags<'_>) -> Rewrite {
+pub(crate) fn relayed_copy(msg: &[u8], headers: &HeaderBlock, tags: &Tags<'_>) -> Rewrite {
     let mut prefix: Vec<u8> = Vec::with_capacity(512);
     if let Some(a) = tags.auth_results {
         prefix.extend_from_slice(a.as_bytes());
@@ -79,7 +79,7 @@ pub fn sign(rewrite: &mut Rewrite, msg: &[u8], signer: &Signer, from_domain: &st
 
 /// Our own trace header, as every SMTP relay adds one (RFC 5321 section 4.4), as of `now`
 /// (Unix seconds).
-pub fn received_header(hostname: &str, env: &Envelope, mail_id: &str, now: i64) -> String {
+pub(crate) fn received_header(hostname: &str, env: &Envelope, mail_id: &str, now: i64) -> String {
     let proto = if env.mail_params.smtputf8 {
         "UTF8SMTP"
     } else {
@@ -141,7 +141,7 @@ pub fn rewrite(
 /// The `Subject:` line of spam: `tag` before the original value (its raw bytes, encoded
 /// words and folding kept), a copy of the tag already there removed first; a message
 /// without a Subject gets one.
-pub fn tagged_subject(original: Option<&[u8]>, tag: &str) -> Vec<u8> {
+pub(crate) fn tagged_subject(original: Option<&[u8]>, tag: &str) -> Vec<u8> {
     let mut line = b"Subject: ".to_vec();
     line.extend_from_slice(tag.as_bytes());
     let value = original.unwrap_or_default();

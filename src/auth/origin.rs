@@ -42,7 +42,7 @@ pub struct OriginPolicy {
 
 impl OriginPolicy {
     /// True when `origin` is one of ours.
-    pub fn is_originating(&self, origin: &Origin) -> bool {
+    pub(crate) fn is_originating(&self, origin: &Origin) -> bool {
         (self.local && origin.local)
             || (self.authenticated && origin.authenticated)
             || origin

@@ -47,7 +47,7 @@ impl Hits {
 
     /// Record a hit whose configured score is scaled by `factor` (in [-1, 1]): for checks
     /// whose evidence is a continuous strength, such as a model's confidence.
-    pub fn add_scaled(&mut self, name: &'static str, factor: f64) {
+    pub(crate) fn add_scaled(&mut self, name: &'static str, factor: f64) {
         if !self.0.contains(&name) {
             self.0.push(name);
             self.1.push(factor.clamp(-1.0, 1.0));
@@ -60,7 +60,7 @@ impl Hits {
     }
 
     /// The names with their factors.
-    pub fn scaled(&self) -> impl Iterator<Item = (&'static str, f64)> + '_ {
+    pub(crate) fn scaled(&self) -> impl Iterator<Item = (&'static str, f64)> + '_ {
         self.0.iter().copied().zip(self.1.iter().copied())
     }
 }
@@ -162,7 +162,7 @@ impl Registry {
     }
 
     /// Run the checks `skip` does not name (checks no policy of the message wants).
-    pub fn run_except(&self, input: &Input<'_>, skip: impl Fn(&str) -> bool) -> Hits {
+    pub(crate) fn run_except(&self, input: &Input<'_>, skip: impl Fn(&str) -> bool) -> Hits {
         let mut hits = Hits::default();
         for (name, check) in &self.checks {
             if !skip(name) {

@@ -61,7 +61,7 @@ const HITS: &[HitDef] = &[
 ];
 
 /// The hits for a probability (the `_999` ones come on top, as SpamAssassin's BAYES_999).
-pub fn hits_for(p: f32) -> &'static [&'static str] {
+pub(crate) fn hits_for(p: f32) -> &'static [&'static str] {
     match p {
         p if p >= 0.999 => &["ML_SPAM_HIGH", "ML_SPAM_999"],
         p if p >= 0.99 => &["ML_SPAM_HIGH"],

@@ -92,7 +92,7 @@ impl Config {
     }
 
     /// Validate plain data into runtime settings.
-    pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+    pub(crate) fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
         let mut p: Vec<String> = vec![];
         let server = build_server(&raw, &mut p);
         let hostname = hostname_of(&raw, &mut p);

@@ -22,7 +22,7 @@
 use mail_parser::{HeaderValue, Message, MessageParser, PartType};
 
 /// Bumped whenever the tokens of a message change.
-pub const TOKENIZER_VERSION: u32 = 1;
+pub(crate) const TOKENIZER_VERSION: u32 = 1;
 
 /// How much decoded body text is tokenized (the rest adds cost, not signal).
 const MAX_BODY_CHARS: usize = 64 * 1024;
@@ -68,7 +68,7 @@ impl Tokens {
     }
 
     /// Tokenize a parsed message.
-    pub fn of_message(m: &Message<'_>) -> Tokens {
+    pub(crate) fn of_message(m: &Message<'_>) -> Tokens {
         let mut t = Tokenizer::default();
         t.headers(m);
         t.bodies(m);
@@ -88,12 +88,13 @@ impl Tokens {
 
 /// Stable 64-bit FNV-1a hash of a token's text (stable across versions and platforms; the
 /// store keeps only these).
-pub fn token_hash(prefix: &str, word: &str) -> u64 {
+pub(crate) fn token_hash(prefix: &str, word: &str) -> u64 {
     crate::fnv::fnv1a(&[prefix.as_bytes(), word.as_bytes()])
 }
 
-/// The token texts of a message, for tests and `--dump` style debugging.
-pub fn token_texts(raw: &[u8]) -> Vec<String> {
+/// The token texts of a message, for tests.
+#[cfg(test)]
+pub(crate) fn token_texts(raw: &[u8]) -> Vec<String> {
     let mut t = Tokenizer {
         keep_text: true,
         ..Tokenizer::default()

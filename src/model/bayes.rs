@@ -55,7 +55,7 @@ pub struct BayesScore {
 }
 
 /// P(w|spam) and P(w|ham) under Bernoulli naive Bayes with Laplace smoothing `alpha`.
-pub fn class_probs(c: TokenCounts, nspam: u64, nham: u64, alpha: f64) -> (f64, f64) {
+pub(crate) fn class_probs(c: TokenCounts, nspam: u64, nham: u64, alpha: f64) -> (f64, f64) {
     let ps = (f64::from(c.spam) + alpha) / (nspam as f64 + 2.0 * alpha).max(1.0);
     let ph = (f64::from(c.ham) + alpha) / (nham as f64 + 2.0 * alpha).max(1.0);
     (ps, ph)
@@ -88,7 +88,7 @@ pub fn classify(store: &Store, tokens: &Tokens, p: &BayesParams) -> Option<Bayes
 }
 
 /// Classify without the minimum-learned check (evaluation of small stores).
-pub fn classify_unchecked(store: &Store, tokens: &Tokens, p: &BayesParams) -> BayesScore {
+pub(crate) fn classify_unchecked(store: &Store, tokens: &Tokens, p: &BayesParams) -> BayesScore {
     let mut probs: Vec<f64> = tokens
         .0
         .iter()
@@ -135,7 +135,7 @@ fn log_add(a: f64, b: f64) -> f64 {
 }
 
 /// SpamAssassin's Bayes hit for a probability (`BAYES_999` comes on top of `BAYES_99`).
-pub fn hits_for(prob: f64) -> &'static [&'static str] {
+pub(crate) fn hits_for(prob: f64) -> &'static [&'static str] {
     match prob {
         p if p >= 0.999 => &["BAYES_99", "BAYES_999"],
         p if p >= 0.99 => &["BAYES_99"],

@@ -68,7 +68,7 @@ impl BayesLive {
     }
 
     /// The current snapshot.
-    pub fn snapshot(&self) -> Arc<Store> {
+    pub(crate) fn snapshot(&self) -> Arc<Store> {
         self.store
             .read()
             .map(|s| s.clone())
@@ -86,7 +86,7 @@ impl BayesLive {
     }
 
     /// Queue a message for autolearning; false when the queue is full.
-    pub fn queue_learn(&self, id: u128, tokens: Tokens, class: Class) -> bool {
+    pub(crate) fn queue_learn(&self, id: u128, tokens: Tokens, class: Class) -> bool {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if p.len() >= MAX_PENDING {
             return false;
@@ -103,7 +103,7 @@ impl BayesLive {
     /// Write queued autolearned messages into the store on disk, under the writers' lock
     /// (so it never races `filtertrain`); returns how many were new. The snapshot follows
     /// with the next reload.
-    pub fn flush_learned(&self, max_tokens: usize) -> Result<usize, StoreError> {
+    pub(crate) fn flush_learned(&self, max_tokens: usize) -> Result<usize, StoreError> {
         let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         if batch.is_empty() {
             return Ok(0);
@@ -125,7 +125,7 @@ impl BayesLive {
 
     /// Reload when the file changed since the last load. Returns true when a new snapshot
     /// was installed; a damaged new file leaves the old snapshot in place and is reported.
-    pub fn reload_if_changed(&self) -> Result<bool, StoreError> {
+    pub(crate) fn reload_if_changed(&self) -> Result<bool, StoreError> {
         let path = Store::path_in(&self.dir);
         let now = stamp(&path);
         {

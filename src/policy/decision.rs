@@ -50,7 +50,7 @@ pub struct Decision {
 impl Decision {
     /// amavisd-new's content category, as the log line writes it: `RATELIMIT` and `DMARC`
     /// for mail held by a signal, else the verdict's `CLEAN`, `SPAMMY` or `SPAM`.
-    pub fn category(&self) -> &'static str {
+    pub(crate) fn category(&self) -> &'static str {
         match self.hold {
             Some(Hold::RateLimit { .. }) => "RATELIMIT",
             Some(Hold::Dmarc) => "DMARC",

@@ -52,14 +52,14 @@ impl Keys {
 }
 
 /// Counter storage: add one to a key's count in the current window.
-pub trait Counters: Send + Sync {
+pub(crate) trait Counters: Send + Sync {
     /// Count one message under `key` and return (count in this window, first in window).
     fn hit(&self, key: &str, window: Duration, now: Instant) -> (u64, bool);
 }
 
 /// In-memory fixed windows; keys whose window ended are dropped as the map grows.
 #[derive(Debug, Default)]
-pub struct MemoryCounters {
+pub(crate) struct MemoryCounters {
     map: Mutex<HashMap<String, (Instant, u64, bool)>>,
 }
 

@@ -28,9 +28,9 @@ pub struct Lists {
 }
 
 /// Hit names of allow-list matches.
-pub const ALLOW_HITS: [&str; 3] = ["ALLOWLIST_SENDER", "ALLOWLIST_FROM", "ALLOWLIST_CLIENT"];
+pub(crate) const ALLOW_HITS: [&str; 3] = ["ALLOWLIST_SENDER", "ALLOWLIST_FROM", "ALLOWLIST_CLIENT"];
 /// Hit names of block-list matches.
-pub const BLOCK_HITS: [&str; 3] = ["BLOCKLIST_SENDER", "BLOCKLIST_FROM", "BLOCKLIST_CLIENT"];
+pub(crate) const BLOCK_HITS: [&str; 3] = ["BLOCKLIST_SENDER", "BLOCKLIST_FROM", "BLOCKLIST_CLIENT"];
 
 /// Who a message is from, as the lists see it.
 #[derive(Debug, Clone, Copy, Default)]

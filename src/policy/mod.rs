@@ -118,7 +118,7 @@ impl Policy {
     }
 
     /// True when this policy turns the check `name` off.
-    pub fn skips(&self, check: &str) -> bool {
+    pub(crate) fn skips(&self, check: &str) -> bool {
         self.skip_checks.iter().any(|c| c == check)
     }
 
@@ -161,7 +161,7 @@ impl Policies {
     }
 
     /// The index of the policy of each recipient.
-    pub fn select_all<'a>(
+    pub(crate) fn select_all<'a>(
         &self,
         recipients: impl Iterator<Item = &'a str>,
         client: Option<IpAddr>,
@@ -173,12 +173,12 @@ impl Policies {
     }
 
     /// The default policy.
-    pub fn default_policy(&self) -> &Policy {
+    pub(crate) fn default_policy(&self) -> &Policy {
         &self.all[self.all.len() - 1]
     }
 
     /// The index of the default policy.
-    pub fn default_index(&self) -> usize {
+    pub(crate) fn default_index(&self) -> usize {
         self.all.len() - 1
     }
 }
@@ -186,7 +186,7 @@ impl Policies {
 /// Which policy each recipient of one message has, and the distinct policies among them in
 /// the order first seen (each decides once; recipients with equal outcomes merge later).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Assignment {
+pub(crate) struct Assignment {
     per_recipient: Vec<usize>,
     distinct: Vec<usize>,
 }
@@ -216,7 +216,7 @@ impl Assignment {
     }
 
     /// The recipients (indices into the envelope's, below `recipients`) of policy `p`.
-    pub fn recipients_of(&self, p: usize, recipients: usize) -> Vec<usize> {
+    pub(crate) fn recipients_of(&self, p: usize, recipients: usize) -> Vec<usize> {
         (0..recipients)
             .filter(|&i| self.per_recipient.get(i) == Some(&p))
             .collect()

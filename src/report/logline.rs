@@ -9,7 +9,7 @@ use crate::verdict::format_score;
 use std::fmt::Write as _;
 
 /// Render the line of one part (without any logger prefix).
-pub fn render(r: &MessageRecord<'_, Report>) -> String {
+pub(crate) fn render(r: &MessageRecord<'_, Report>) -> String {
     let env = r.envelope;
     let part: Option<&Decision> = r.report.zip(r.part).and_then(|(j, i)| j.decision(i));
     let category = part.map_or("UNCHECKED", Decision::category);

@@ -37,7 +37,7 @@ impl Report {
 /// recipients whose delivery, quarantine copy and hold reason equal an earlier part's join
 /// it; otherwise they become a part of their own.
 #[derive(Debug, Default)]
-pub struct Parts {
+pub(crate) struct Parts {
     parts: Vec<Part>,
     decisions: Vec<Decision>,
 }

@@ -58,7 +58,7 @@ impl Server {
     }
 
     /// The addresses actually bound (useful with port 0).
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+    pub(crate) fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
             .filter_map(|(l, _)| l.local_addr().ok())

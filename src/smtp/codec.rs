@@ -166,7 +166,7 @@ impl Decoder {
     }
 
     /// True while message content is being received.
-    pub fn in_data(&self) -> bool {
+    pub(crate) fn in_data(&self) -> bool {
         matches!(self.mode, Mode::Data(_))
     }
 
@@ -324,7 +324,7 @@ pub fn dot_stuff(parts: &[&[u8]], out: &mut Vec<u8>) {
 }
 
 /// ESMTP parameters as `(KEY, value)`, keys upper-cased.
-pub(crate) type Params = Vec<(String, Option<String>)>;
+pub type Params = Vec<(String, Option<String>)>;
 
 fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
     let split = line.iter().position(|&b| b == b' ').unwrap_or(line.len());

@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 const READ_CHUNK: usize = 16 * 1024;
 
 /// A client connection: stream, decoder, output buffer.
-pub struct Connection<S> {
+pub(crate) struct Connection<S> {
     stream: S,
     decoder: Decoder,
     out: Vec<u8>,
@@ -53,17 +53,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Give an event back: it is the next one [`Connection::next_event`] returns.
-    pub fn push_back(&mut self, event: Event) {
+    pub(crate) fn push_back(&mut self, event: Event) {
         self.pending = Some(event);
     }
 
     /// True when an event was given back and not taken again.
-    pub fn has_pushed_back(&self) -> bool {
+    pub(crate) fn has_pushed_back(&self) -> bool {
         self.pending.is_some()
     }
 
     /// True while message content is being received.
-    pub fn in_data(&self) -> bool {
+    pub(crate) fn in_data(&self) -> bool {
         self.decoder.in_data()
     }
 

@@ -72,7 +72,7 @@ pub enum XforwardAttr {
 
 impl XforwardAttr {
     /// All attributes in the order they are re-sent.
-    pub const ALL: [XforwardAttr; 7] = [
+    pub(crate) const ALL: [XforwardAttr; 7] = [
         XforwardAttr::Name,
         XforwardAttr::Addr,
         XforwardAttr::Port,
@@ -83,7 +83,7 @@ impl XforwardAttr {
     ];
 
     /// Parse an attribute name (case-insensitive).
-    pub fn from_name(s: &str) -> Option<Self> {
+    pub(crate) fn from_name(s: &str) -> Option<Self> {
         Self::ALL
             .into_iter()
             .find(|a| a.name().eq_ignore_ascii_case(s))
@@ -189,14 +189,6 @@ impl Envelope {
     /// The original client's address: XFORWARD ADDR, else the connecting peer.
     pub fn client_ip(&self) -> IpAddr {
         self.xforward.addr().unwrap_or(self.peer.ip())
-    }
-
-    /// The original client's port: XFORWARD PORT, else the connecting peer's.
-    pub fn client_port(&self) -> u16 {
-        self.xforward
-            .get(XforwardAttr::Port)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(self.peer.port())
     }
 }
 

@@ -35,7 +35,7 @@ pub fn mail_params(raw: &[(String, Option<String>)]) -> Result<MailParams, BadPa
 }
 
 /// RCPT TO parameters; the first unknown or malformed one is refused.
-pub fn rcpt_params(raw: &[(String, Option<String>)]) -> Result<RcptParams, BadParameter> {
+pub(crate) fn rcpt_params(raw: &[(String, Option<String>)]) -> Result<RcptParams, BadParameter> {
     let mut p = RcptParams::default();
     for (k, v) in raw {
         let bad = || BadParameter(render(k, v));

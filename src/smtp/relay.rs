@@ -72,7 +72,7 @@ impl RelayPool {
 
     /// The most recently used idle connection, if any is young enough. It may still turn
     /// out dead (the next hop may have closed it): callers retry on a fresh one.
-    pub fn checkout(&self) -> Option<RelayConn> {
+    pub(crate) fn checkout(&self) -> Option<RelayConn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let now = std::time::Instant::now();
         // Oldest first: the expired ones are a prefix.
@@ -139,7 +139,7 @@ pub enum RelayError {
 
 /// What the next hop offered in its EHLO reply.
 #[derive(Debug, Clone, Default)]
-pub struct Capabilities {
+pub(crate) struct Capabilities {
     pipelining: bool,
     size: bool,
     eightbitmime: bool,
@@ -356,7 +356,7 @@ impl RelayConn {
     }
 
     /// False once the connection is in an unknown state and must not be reused.
-    pub fn is_usable(&self) -> bool {
+    pub(crate) fn is_usable(&self) -> bool {
         self.usable
     }
 

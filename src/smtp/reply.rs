@@ -58,7 +58,7 @@ impl Reply {
     }
 
     /// The reply as it goes on the wire, CRLF-terminated, every line carrying the code.
-    pub fn to_wire(&self) -> Vec<u8> {
+    pub(crate) fn to_wire(&self) -> Vec<u8> {
         let mut out = String::with_capacity(64);
         let n = self.lines.len().max(1);
         for i in 0..n {
@@ -97,7 +97,7 @@ impl Reply {
         Reply::new(250, None, hostname.to_string())
     }
     /// Reply to EHLO/LHLO: the hostname, then one keyword per line.
-    pub fn ehlo(hostname: &str, max_size: usize) -> Self {
+    pub(crate) fn ehlo(hostname: &str, max_size: usize) -> Self {
         Reply {
             code: 250,
             enhanced: None,
@@ -118,39 +118,39 @@ impl Reply {
         Reply::enh(250, (0, 0), "Ok")
     }
     /// MAIL accepted.
-    pub fn sender_ok() -> Self {
+    pub(crate) fn sender_ok() -> Self {
         Reply::enh(250, (1, 0), "Ok")
     }
     /// RCPT accepted.
-    pub fn recipient_ok() -> Self {
+    pub(crate) fn recipient_ok() -> Self {
         Reply::enh(250, (1, 5), "Ok")
     }
     /// Go ahead with the message.
-    pub fn start_data() -> Self {
+    pub(crate) fn start_data() -> Self {
         Reply::new(354, None, "End data with <CR><LF>.<CR><LF>")
     }
     /// QUIT.
-    pub fn bye() -> Self {
+    pub(crate) fn bye() -> Self {
         Reply::enh(221, (0, 0), "Bye")
     }
     /// VRFY is not offered.
-    pub fn vrfy() -> Self {
+    pub(crate) fn vrfy() -> Self {
         Reply::enh(252, (0, 0), "Cannot VRFY user")
     }
     /// HELP.
-    pub fn help() -> Self {
+    pub(crate) fn help() -> Self {
         Reply::enh(214, (0, 0), "See RFC 5321; filterd is a content filter")
     }
     /// A client outside the allow-list.
-    pub fn client_refused(ip: std::net::IpAddr) -> Self {
+    pub(crate) fn client_refused(ip: std::net::IpAddr) -> Self {
         Reply::enh(554, (7, 1), format!("Client [{ip}] not allowed"))
     }
     /// Too many connections at once.
-    pub fn too_many_connections() -> Self {
+    pub(crate) fn too_many_connections() -> Self {
         Reply::enh(421, (7, 0), "Too many connections, try again later")
     }
     /// The server is shutting down.
-    pub fn shutting_down(hostname: &str) -> Self {
+    pub(crate) fn shutting_down(hostname: &str) -> Self {
         Reply::enh(421, (3, 2), format!("{hostname} Service shutting down"))
     }
     /// The client was idle too long.
@@ -161,54 +161,54 @@ impl Reply {
     // ---- syntax and sequence ----
 
     /// An unknown command.
-    pub fn unknown_command() -> Self {
+    pub(crate) fn unknown_command() -> Self {
         Reply::enh(502, (5, 2), "Error: command not recognized")
     }
     /// A known command this filter does not offer.
-    pub fn not_implemented() -> Self {
+    pub(crate) fn not_implemented() -> Self {
         Reply::enh(502, (5, 1), "Error: command not implemented")
     }
     /// Command syntax error.
-    pub fn syntax(what: &str) -> Self {
+    pub(crate) fn syntax(what: &str) -> Self {
         Reply::enh(501, (5, 4), format!("Syntax: {what}"))
     }
     /// Bad address syntax.
-    pub fn bad_address(what: &str) -> Self {
+    pub(crate) fn bad_address(what: &str) -> Self {
         Reply::enh(501, (1, 3), format!("Bad address syntax: {what}"))
     }
     /// A command line longer than the limit.
-    pub fn command_too_long() -> Self {
+    pub(crate) fn command_too_long() -> Self {
         Reply::enh(500, (5, 2), "Error: command line too long")
     }
     /// Commands in the wrong order.
-    pub fn bad_sequence(what: &str) -> Self {
+    pub(crate) fn bad_sequence(what: &str) -> Self {
         Reply::enh(503, (5, 1), format!("Error: {what}"))
     }
     /// An unsupported MAIL/RCPT parameter.
-    pub fn bad_parameter(what: &str) -> Self {
+    pub(crate) fn bad_parameter(what: &str) -> Self {
         Reply::enh(555, (5, 4), format!("Unsupported option: {what}"))
     }
     /// SIZE parameter over the limit.
-    pub fn size_exceeded_declared() -> Self {
+    pub(crate) fn size_exceeded_declared() -> Self {
         Reply::enh(552, (3, 4), "Message size exceeds fixed limit")
     }
     /// Too many recipients in one transaction.
-    pub fn too_many_recipients() -> Self {
+    pub(crate) fn too_many_recipients() -> Self {
         Reply::enh(452, (5, 3), "Error: too many recipients")
     }
     /// DATA with no accepted recipient.
-    pub fn no_valid_recipients() -> Self {
+    pub(crate) fn no_valid_recipients() -> Self {
         Reply::enh(554, (5, 1), "Error: no valid recipients")
     }
 
     // ---- end of data ----
 
     /// The message was larger than the limit.
-    pub fn message_too_big() -> Self {
+    pub(crate) fn message_too_big() -> Self {
         Reply::enh(552, (3, 4), "Message size exceeds fixed limit")
     }
     /// A data line longer than the safety limit.
-    pub fn data_line_too_long(limit: usize) -> Self {
+    pub(crate) fn data_line_too_long(limit: usize) -> Self {
         Reply::enh(
             554,
             (6, 0),
@@ -216,7 +216,7 @@ impl Reply {
         )
     }
     /// An internal failure while scanning: Postfix keeps the message and retries.
-    pub fn scan_failed(reason: &str) -> Self {
+    pub(crate) fn scan_failed(reason: &str) -> Self {
         Reply::enh(
             451,
             (3, 0),
@@ -224,11 +224,11 @@ impl Reply {
         )
     }
     /// Scan time budget exceeded.
-    pub fn scan_timeout() -> Self {
+    pub(crate) fn scan_timeout() -> Self {
         Reply::enh(451, (3, 0), "Scan time budget exceeded, try again later")
     }
     /// Blocked by policy (destiny reject): Postfix bounces it to the envelope sender.
-    pub fn policy_reject(mail_id: &str) -> Self {
+    pub(crate) fn policy_reject(mail_id: &str) -> Self {
         Reply::enh(
             554,
             (7, 0),
@@ -241,7 +241,7 @@ impl Reply {
         Reply::enh(250, (7, 0), format!("Ok, discarded, id={mail_id}{q}"))
     }
     /// Delivered in several next-hop transactions (recipients with different outcomes).
-    pub fn delivered_in_parts(mail_id: &str, parts: usize) -> Self {
+    pub(crate) fn delivered_in_parts(mail_id: &str, parts: usize) -> Self {
         Reply::enh(
             250,
             (0, 0),
@@ -249,7 +249,7 @@ impl Reply {
         )
     }
     /// The quarantine copy could not be written: nothing was accepted.
-    pub fn quarantine_failed(why: &str) -> Self {
+    pub(crate) fn quarantine_failed(why: &str) -> Self {
         Reply::enh(
             451,
             (3, 0),
@@ -257,7 +257,7 @@ impl Reply {
         )
     }
     /// The next hop is unreachable or failed mid-conversation.
-    pub fn next_hop_unavailable(next_hop: &str, why: &str) -> Self {
+    pub(crate) fn next_hop_unavailable(next_hop: &str, why: &str) -> Self {
         Reply::enh(
             451,
             (4, 1),
@@ -266,7 +266,7 @@ impl Reply {
     }
     /// Mirror a next hop reply, keeping its code and enhanced code, naming it in the text
     /// (the form amavisd-new uses: `from MTA(smtp:[127.0.0.1]:10025): 250 2.0.0 Ok: queued as X`).
-    pub fn from_next_hop(next_hop: &str, downstream: &Reply) -> Self {
+    pub(crate) fn from_next_hop(next_hop: &str, downstream: &Reply) -> Self {
         let enhanced = downstream
             .enhanced
             .or(Some(Enhanced((downstream.code / 100) as u8, 0, 0)));

@@ -133,7 +133,12 @@ fn expand(rest: &str, base: Vec<String>, out: &mut Vec<Vec<String>>) {
         .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
         .collect();
     let mut path = base;
-    path.extend(ident.split("::").filter(|s| !s.is_empty()).map(String::from));
+    path.extend(
+        ident
+            .split("::")
+            .filter(|s| !s.is_empty())
+            .map(String::from),
+    );
     let after = &rest[ident.len()..];
     if !ident.ends_with("::") || !after.starts_with('{') {
         out.push(path);
@@ -162,7 +167,8 @@ fn expand(rest: &str, base: Vec<String>, out: &mut Vec<Vec<String>>) {
 }
 
 fn parent(m: &str) -> String {
-    m.rsplit_once("::").map_or(String::new(), |(p, _)| p.to_string())
+    m.rsplit_once("::")
+        .map_or(String::new(), |(p, _)| p.to_string())
 }
 
 fn nested(a: &str, b: &str) -> bool {
@@ -199,7 +205,11 @@ fn resolve(modules: &BTreeMap<String, Module>, from: &str, path: &[String]) -> O
         };
         match child {
             Some(c) => {
-                at = if at.is_empty() { c } else { format!("{at}::{c}") };
+                at = if at.is_empty() {
+                    c
+                } else {
+                    format!("{at}::{c}")
+                };
                 if !m.children.contains(seg) {
                     // A re-exported item: resolve it in the child that defines it.
                     continue;
@@ -248,7 +258,8 @@ fn cycles(g: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
         }
         seen
     };
-    let reachable: BTreeMap<&String, BTreeSet<String>> = nodes.iter().map(|n| (*n, reach(n))).collect();
+    let reachable: BTreeMap<&String, BTreeSet<String>> =
+        nodes.iter().map(|n| (*n, reach(n))).collect();
     let mut out: Vec<Vec<String>> = vec![];
     for n in &nodes {
         if !reachable[n].contains(*n) || out.iter().any(|c| c.contains(n)) {
@@ -296,5 +307,8 @@ fn no_import_cycle_between_modules() {
         }
     }
     let found = cycles(&top);
-    assert!(found.is_empty(), "import cycles between top-level modules: {found:?}");
+    assert!(
+        found.is_empty(),
+        "import cycles between top-level modules: {found:?}"
+    );
 }

@@ -63,7 +63,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> QuarantineError + '_ {
 }
 
 /// True for a well-formed id (also what keeps a path out of the store's directory).
-pub fn valid_id(id: &str) -> bool {
+pub(crate) fn valid_id(id: &str) -> bool {
     id.len() == 12
         && id
             .bytes()
@@ -277,7 +277,7 @@ impl Quarantine {
 
     /// Retention: drop entries older than `max_age`, then the oldest until the messages
     /// take at most `max_bytes`; and sweep leftovers of interrupted writes.
-    pub fn enforce(
+    pub(crate) fn enforce(
         &self,
         now: SystemTime,
         max_age: Option<Duration>,

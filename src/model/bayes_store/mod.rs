@@ -27,11 +27,11 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// The store file's name in the state directory.
-pub const STORE_FILE: &str = "bayes.db";
+pub(crate) const STORE_FILE: &str = "bayes.db";
 /// The writers' lock file's name in the state directory.
-pub const LOCK_FILE: &str = "bayes.lock";
+pub(crate) const LOCK_FILE: &str = "bayes.lock";
 /// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 const MAGIC: &[u8; 8] = b"FDBAYES\0";
 const HEADER_LEN: usize = 8 + 4 + 4 + 8 * 7;
 const TOKEN_LEN: usize = 8 + 4 * 3;
@@ -140,7 +140,7 @@ fn fnv(data: &[u8]) -> u64 {
 
 impl Store {
     /// The store file in `dir`.
-    pub fn path_in(dir: &Path) -> PathBuf {
+    pub(crate) fn path_in(dir: &Path) -> PathBuf {
         dir.join(STORE_FILE)
     }
 
@@ -238,7 +238,7 @@ impl Store {
     }
 
     /// The bytes of the store file.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(
             HEADER_LEN + self.tokens.len() * TOKEN_LEN + self.seen.len() * SEEN_LEN + 8,
         );
@@ -412,7 +412,7 @@ impl Store {
     }
 
     /// Oldest and newest atime of the stored tokens.
-    pub fn atime_range(&self) -> (u32, u32) {
+    pub(crate) fn atime_range(&self) -> (u32, u32) {
         let mut it = self.tokens.values().map(|c| c.atime);
         let first = it.next().unwrap_or(0);
         it.fold((first, first), |(lo, hi), a| (lo.min(a), hi.max(a)))
@@ -427,7 +427,7 @@ pub fn message_id(raw: &[u8]) -> u128 {
 }
 
 /// [`message_id`] with the header block already split.
-pub fn message_id_with(raw: &[u8], headers: &crate::message::HeaderBlock) -> u128 {
+pub(crate) fn message_id_with(raw: &[u8], headers: &crate::message::HeaderBlock) -> u128 {
     let mut key = Vec::with_capacity(2048);
     for name in ["Message-ID", "Date", "From", "Subject"] {
         if let Some(v) = headers.first(raw, name) {

@@ -30,15 +30,15 @@ pub const FEATURISER_VERSION: u32 = 2;
 /// Hashed feature space.
 pub const DIM: usize = 1 << 18;
 /// Most features passed for one message (beyond it, the highest ids are dropped).
-pub const MAX_FEATURES: usize = 8192;
+pub(crate) const MAX_FEATURES: usize = 8192;
 /// How much of the raw message the byte 4-grams cover.
-pub const NGRAM_BYTES: usize = 3000;
+pub(crate) const NGRAM_BYTES: usize = 3000;
 /// Input and output names.
-pub const INPUT_INDICES: &str = "indices";
+pub(crate) const INPUT_INDICES: &str = "indices";
 /// Input and output names.
-pub const INPUT_VALUES: &str = "values";
+pub(crate) const INPUT_VALUES: &str = "values";
 /// Input and output names.
-pub const OUTPUT: &str = "probability";
+pub(crate) const OUTPUT: &str = "probability";
 
 /// The model's input for one message.
 #[derive(Debug, Clone, PartialEq)]
@@ -441,7 +441,7 @@ fn check_graph(model: &tract_onnx::prelude::InferenceModel, path: &Path) -> Resu
 /// Where the shipped default model is looked for when the config names none: next to the
 /// repository the binary was built in (`target/<profile>/filterd` -> `models/`), then the
 /// installed location.
-pub fn default_model_dir() -> Option<PathBuf> {
+pub(crate) fn default_model_dir() -> Option<PathBuf> {
     let name = "spam-lr";
     let mut candidates = vec![];
     if let Ok(exe) = std::env::current_exe() {

@@ -119,8 +119,8 @@ pub(super) fn answer(d: &Done<'_>) -> Answer {
             duplicates: false,
         };
     }
-    let one = |replies: Reply| Answer {
-        replies: vec![replies],
+    let one = |reply: Reply| Answer {
+        replies: vec![reply],
         retry: false,
         duplicates: false,
     };

@@ -326,7 +326,7 @@ where
 }
 
 /// A new amavis-style mail id: 12 characters of `[A-Za-z0-9+-]`, 72 random bits.
-pub fn new_mail_id() -> String {
+pub(crate) fn new_mail_id() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+-";
     let mut bytes = [0u8; 9];
     if getrandom::fill(&mut bytes).is_err() {

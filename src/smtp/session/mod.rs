@@ -28,8 +28,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use transaction::Transaction;
 
-pub use delivery::new_mail_id;
-
 /// Session settings derived from the configuration.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
