@@ -54,7 +54,7 @@ fn codec(c: &mut Criterion) {
     g.bench_function("decode_data_5k", |b| {
         b.iter(|| {
             let mut d = Decoder::new(Limits::default());
-            d.begin_data();
+            d.begin_data(None);
             d.extend(black_box(&wire));
             match d.next_event() {
                 Some(Event::Message(Ok(m))) => black_box(m.len()),

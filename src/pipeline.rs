@@ -23,7 +23,7 @@ use crate::checks::{Input, Registry};
 use crate::config::Config;
 use crate::message::{Features, HeaderBlock};
 use crate::model::bayes_live::BayesLive;
-use crate::policy::decision::{Decision, Signals, decide};
+use crate::policy::decision::{Decision, Signals, decide, looping};
 use crate::policy::guard::Keys;
 use crate::policy::lists::Identity;
 use crate::policy::{Assignment, Destiny, Guard, Policies};
@@ -51,6 +51,7 @@ pub struct Pipeline {
     policies: Arc<Policies>,
     guard: Guard,
     quarantine: Option<Quarantine>,
+    max_passes: usize,
 }
 
 /// What [`Pipeline::prepare`] found before the scan.
@@ -66,6 +67,8 @@ pub struct Prepared {
     pub policies: Vec<usize>,
     /// Policies whose outbound rate limit this message is over, with the key.
     pub over_limit: Vec<(usize, String)>,
+    /// How many times this filterd already handled the message (its own Received lines).
+    pub passes: usize,
 }
 
 impl Prepared {
@@ -103,6 +106,7 @@ impl Pipeline {
             policies: cfg.policies.clone(),
             guard: Guard::default(),
             quarantine: cfg.quarantine.as_ref().map(|q| q.store.clone()),
+            max_passes: cfg.max_passes,
         }
     }
 
@@ -112,12 +116,17 @@ impl Pipeline {
         let origin = Origin::find(env, msg, &headers, self.auth.trusted_hops);
         let originating = self.auth.origin.is_originating(&origin);
         let rcpts = env.recipients.iter().map(|r| r.address.as_str());
+        let passes = headers
+            .named(msg, "Received")
+            .filter(|h| tag::is_our_received(&msg[h.value.clone()], &self.hostname))
+            .count();
         Prepared {
             policies: self.policies.select_all(rcpts, origin.ip, originating),
             origin,
             originating,
             auth: None,
             over_limit: vec![],
+            passes,
         }
     }
 
@@ -161,6 +170,9 @@ impl Pipeline {
         now: i64,
         prepared: &Prepared,
     ) -> Disposition<Report> {
+        if prepared.passes >= self.max_passes {
+            return self.looping(env, prepared);
+        }
         let all = &self.policies.all;
         let n = env.recipients.len();
         let assigned = Assignment::new(&prepared.policies, n, self.policies.default_index());
@@ -209,16 +221,21 @@ impl Pipeline {
             let delivery = self.delivery(&scan, p, &decision);
             parts.add(assigned.recipients_of(p, n), delivery, decision);
         }
-        let (parts, decisions) = parts.finish();
-        let report = Report {
-            decisions,
-            subject: features.subject.clone(),
-            message_id: features.message_id.clone(),
-            originating: prepared.originating,
-            client: prepared.origin.ip,
-            helo: prepared.origin.helo.clone(),
-        };
-        Disposition { report, parts }
+        let (subject, id) = (features.subject.clone(), features.message_id.clone());
+        parts.disposition(subject, id, prepared.originating, &prepared.origin)
+    }
+
+    /// A message in a mail loop: refused for every recipient, unscanned.
+    fn looping(&self, env: &Envelope, prepared: &Prepared) -> Disposition<Report> {
+        tracing::error!(
+            passes = prepared.passes,
+            "mail loop: the message already passed this filterd; check next_hop and Postfix's content_filter"
+        );
+        let decision = looping(self.policies.default_policy(), &self.scores);
+        let mut parts = Parts::default();
+        let delivery = Delivery::Reject(Reply::mail_loop(prepared.passes));
+        parts.add((0..env.recipients.len()).collect(), delivery, decision);
+        parts.disposition(None, None, prepared.originating, &prepared.origin)
     }
 
     /// Step 5: the delivery of policy `p`'s decision; what passes is tagged (and signed

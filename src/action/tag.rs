@@ -97,6 +97,27 @@ pub(crate) fn received_header(hostname: &str, env: &Envelope, mail_id: &str, now
     )
 }
 
+/// True when a Received header's value is one [`received_header`] wrote for `hostname`
+/// (`... by HOST (filterd) ...`, folding aside): how a looping message is recognised.
+pub fn is_our_received(value: &[u8], hostname: &str) -> bool {
+    let mark = b" (filterd)";
+    let mut at = 0;
+    while let Some(i) = memchr::memmem::find(&value[at..], mark) {
+        let end = at + i;
+        let before = value[..end].trim_ascii_end();
+        let host_start = before
+            .iter()
+            .rposition(|b| b.is_ascii_whitespace())
+            .map_or(0, |p| p + 1);
+        let by = before[..host_start].trim_ascii_end();
+        if before[host_start..].eq_ignore_ascii_case(hostname.as_bytes()) && by.ends_with(b"by") {
+            return true;
+        }
+        at = end + mark.len();
+    }
+    false
+}
+
 /// Keep a client-supplied name from breaking our header.
 fn sanitize(s: &str) -> String {
     s.chars()
@@ -171,6 +192,22 @@ pub(crate) fn tagged_subject(original: Option<&[u8]>, tag: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_received_lines_are_recognised() {
+        let ours = b" from mx.example.net ([127.0.0.1])\r\n\tby filter.example.net (filterd) with ESMTP\r\n\tid AbCdEf123456; Mon, 23 Nov 2026 14:00:00 +0000";
+        assert!(is_our_received(ours, "filter.example.net"));
+        assert!(is_our_received(ours, "FILTER.example.NET"));
+        assert!(!is_our_received(ours, "other.example.net"));
+        assert!(!is_our_received(
+            b" from x by filter.example.net (Postfix) with ESMTP",
+            "filter.example.net"
+        ));
+        assert!(!is_our_received(
+            b" from filter.example.net (filterd) by mx",
+            "filter.example.net"
+        ));
+    }
 
     #[test]
     fn drops_only_x_spam_headers() {

@@ -4,7 +4,7 @@
 use clap::Parser;
 use filterd::config::Config;
 use filterd::exit::{self, Failure};
-use filterd::server::Server;
+use filterd::server::{BindError, Server};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -153,9 +153,13 @@ fn serve(args: &Args) -> Result<u8, Failure> {
         .build()
         .map_err(|e| Failure::msg(exit::OSERR, format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async move {
-        let server = Server::bind(config)
-            .await
-            .map_err(|e| Failure::new(exit::OSERR, e))?;
+        let server = Server::bind(config).await.map_err(|e| {
+            let code = match e {
+                BindError::Quarantine(_) => exit::CONFIG,
+                BindError::Listen(..) => exit::OSERR,
+            };
+            Failure::new(code, e)
+        })?;
         server.serve(shutdown_signal()).await;
         tracing::info!("filterd stopped");
         Ok(exit::OK)

@@ -35,6 +35,8 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// Drain limit on SIGTERM.
     pub shutdown_grace: Duration,
+    /// Bytes of message content all sessions may hold at once.
+    pub max_bytes_in_flight: u64,
 }
 
 /// The validated runtime configuration.
@@ -76,6 +78,8 @@ pub struct Config {
     pub model: Option<Arc<OnnxModel>>,
     /// Sender authentication and DKIM signing.
     pub auth: AuthConfig,
+    /// A message carrying this many of our own Received lines is looping.
+    pub max_passes: usize,
 }
 
 /// The Bayes part of a configuration.
@@ -97,14 +101,11 @@ impl Config {
         let server = build_server(&raw, &mut p);
         let hostname = hostname_of(&raw, &mut p);
         let (next_addr, next_hop) = build_next_hop(&raw, &hostname, &mut p);
-        if let Some(a) = next_addr
-            && (server.listen.contains(&a) || server.lmtp_listen.contains(&a))
-        {
-            p.push(format!(
-                "next_hop.address: {a} is one of our own listen addresses (mail loop)"
-            ));
+        if let Some(a) = next_addr {
+            loop_check(a, &server, &mut p);
         }
         positive("scan.budget_ms", raw.scan.budget_ms, &mut p);
+        positive("scan.max_passes", raw.scan.max_passes as u64, &mut p);
         let policies = super::policy::build_policies(&raw, &mut p);
         let quarantine = super::policy::build_quarantine(&raw, &policies);
         let scores = build_scores(&raw, &mut p);
@@ -139,6 +140,7 @@ impl Config {
                 .then_some((b.autolearn_ham_below, b.autolearn_spam_above)),
             model,
             auth,
+            max_passes: raw.scan.max_passes,
         })
     }
 }
@@ -157,6 +159,13 @@ fn build_server(raw: &RawConfig, p: &mut Vec<String>) -> ServerSettings {
     positive("server.max_recipients", s.max_recipients as u64, p);
     positive("server.command_timeout_secs", s.command_timeout_secs, p);
     positive("server.data_timeout_secs", s.data_timeout_secs, p);
+    positive("server.hard_error_limit", s.hard_error_limit as u64, p);
+    if s.max_bytes_in_flight_mb.saturating_mul(1024 * 1024) < s.max_message_size as u64 {
+        p.push(format!(
+            "server.max_bytes_in_flight_mb: {} MB cannot hold one message of max_message_size ({} bytes)",
+            s.max_bytes_in_flight_mb, s.max_message_size
+        ));
+    }
     if s.max_command_line < 512 {
         p.push("server.max_command_line: must be at least 512 (RFC 5321)".into());
     }
@@ -169,7 +178,33 @@ fn build_server(raw: &RawConfig, p: &mut Vec<String>) -> ServerSettings {
         allow_clients,
         max_connections: s.max_connections,
         shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
+        max_bytes_in_flight: s.max_bytes_in_flight_mb.saturating_mul(1024 * 1024),
     }
+}
+
+/// A next hop that is one of our own listeners is a mail loop: the same address, or any
+/// local address on the port of a wildcard (`0.0.0.0`, `[::]`) listener.
+fn loop_check(next: SocketAddr, server: &ServerSettings, p: &mut Vec<String>) {
+    let ours = server.listen.iter().chain(&server.lmtp_listen);
+    for l in ours {
+        if *l == next {
+            p.push(format!(
+                "next_hop.address: {next} is one of our own listen addresses (mail loop)"
+            ));
+            return;
+        }
+        if l.port() == next.port() && l.ip().is_unspecified() && is_local(next.ip()) {
+            p.push(format!(
+                "next_hop.address: {next} is this host, and server listens on {l}, every local address (mail loop)"
+            ));
+            return;
+        }
+    }
+}
+
+/// True for an address of this host: loopback, unspecified, or one a socket can bind to.
+fn is_local(ip: std::net::IpAddr) -> bool {
+    ip.is_loopback() || ip.is_unspecified() || std::net::UdpSocket::bind((ip, 0)).is_ok()
 }
 
 /// The settings every SMTP session gets.
@@ -187,6 +222,8 @@ fn session_of(raw: &RawConfig, hostname: &str) -> SessionConfig {
         command_timeout: Duration::from_secs(s.command_timeout_secs),
         data_timeout: Duration::from_secs(s.data_timeout_secs),
         scan_budget: Duration::from_millis(raw.scan.budget_ms),
+        min_data_rate: s.min_data_rate,
+        hard_error_limit: s.hard_error_limit,
     }
 }
 
@@ -301,6 +338,7 @@ fn build_next_hop(
         ("connect_timeout_secs", n.connect_timeout_secs),
         ("command_timeout_secs", n.command_timeout_secs),
         ("data_done_timeout_secs", n.data_done_timeout_secs),
+        ("rset_limit", u64::from(n.rset_limit)),
     ] {
         positive(&format!("next_hop.{key}"), v, p);
     }
@@ -321,6 +359,7 @@ fn build_next_hop(
         command_timeout: Duration::from_secs(n.command_timeout_secs),
         data_done_timeout: Duration::from_secs(n.data_done_timeout_secs),
         xforward: n.xforward,
+        rset_limit: n.rset_limit,
     };
     (addr, hop)
 }
@@ -393,6 +432,26 @@ mod tests {
     fn loop_to_self_is_refused() {
         let e = Config::parse("[next_hop]\naddress = \"127.0.0.1:10024\"\n").unwrap_err();
         assert!(e.to_string().contains("mail loop"), "{e}");
+        // A wildcard listener is every local address.
+        for next in ["127.0.0.1:10024", "127.0.0.2:10024", "0.0.0.0:10024"] {
+            let e = Config::parse(&format!(
+                "[server]\nlisten = [\"0.0.0.0:10024\"]\n[next_hop]\naddress = \"{next}\"\n[bayes]\nenabled = false\n[model]\nenabled = false\n"
+            ))
+            .unwrap_err();
+            assert!(e.to_string().contains("mail loop"), "{next}: {e}");
+        }
+        let e = Config::parse("[server]\nlmtp_listen = [\"[::]:10026\"]\n[next_hop]\naddress = \"127.0.0.1:10026\"\n[bayes]\nenabled = false\n[model]\nenabled = false\n").unwrap_err();
+        assert!(e.to_string().contains("mail loop"), "{e}");
+        // Another port, or an address that is not ours, is fine.
+        for next in ["127.0.0.1:10025", "192.0.2.1:10024"] {
+            assert!(
+                Config::parse(&format!(
+                    "[server]\nlisten = [\"0.0.0.0:10024\"]\n[next_hop]\naddress = \"{next}\"\n[bayes]\nenabled = false\n[model]\nenabled = false\n"
+                ))
+                .is_ok(),
+                "{next}"
+            );
+        }
     }
 
     #[test]

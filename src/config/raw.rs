@@ -351,6 +351,15 @@ pub struct RawServer {
     pub command_timeout_secs: u64,
     /// Idle limit while message content arrives, seconds.
     pub data_timeout_secs: u64,
+    /// Once `data_timeout_secs` have passed since 354, message content must have arrived at
+    /// this many bytes per second on average (Postfix's `smtpd_min_data_rate`); 0 = no floor.
+    pub min_data_rate: u64,
+    /// Errors (unknown, malformed, out-of-sequence commands) before the session ends with
+    /// 421 (Postfix's `smtpd_hard_error_limit`).
+    pub hard_error_limit: usize,
+    /// Message content all sessions may hold at once, MB; past it DATA gets 452 4.3.1
+    /// (Postfix retries later).
+    pub max_bytes_in_flight_mb: u64,
     /// On SIGTERM, how long messages in flight may take to finish, seconds.
     pub shutdown_grace_secs: u64,
     /// Threads serving connections; 0 = one per CPU core.
@@ -371,6 +380,9 @@ impl Default for RawServer {
             max_data_line: 1024 * 1024,
             command_timeout_secs: 300,
             data_timeout_secs: 300,
+            min_data_rate: 500,
+            hard_error_limit: 20,
+            max_bytes_in_flight_mb: 1024,
             shutdown_grace_secs: 60,
             worker_threads: 0,
         }
@@ -397,6 +409,10 @@ pub struct RawNextHop {
     /// Keep idle next-hop connections this many seconds for reuse by later sessions
     /// (0: a connection per session).
     pub reuse_idle_secs: u64,
+    /// RSETs (sent for every message that is not relayed) one next-hop connection may send
+    /// before a fresh one replaces it; keep it below Postfix's `smtpd_junk_command_limit`
+    /// (100), past which Postfix slows every reply down and then drops the connection.
+    pub rset_limit: u32,
 }
 
 impl Default for RawNextHop {
@@ -409,6 +425,7 @@ impl Default for RawNextHop {
             data_done_timeout_secs: 600,
             xforward: true,
             reuse_idle_secs: 10,
+            rset_limit: 50,
         }
     }
 }
@@ -419,11 +436,17 @@ impl Default for RawNextHop {
 pub struct RawScan {
     /// Time budget to scan one message, milliseconds; past it the message gets 451.
     pub budget_ms: u64,
+    /// A message that already carries this many of our own Received lines is in a mail loop
+    /// and is refused with 554 5.4.6.
+    pub max_passes: usize,
 }
 
 impl Default for RawScan {
     fn default() -> Self {
-        RawScan { budget_ms: 5000 }
+        RawScan {
+            budget_ms: 5000,
+            max_passes: 3,
+        }
     }
 }
 

@@ -123,20 +123,47 @@ impl BayesLive {
         Ok(learned)
     }
 
-    /// Reload when the file changed since the last load. Returns true when a new snapshot
-    /// was installed; a damaged new file leaves the old snapshot in place and is reported.
+    /// Reload when the file changed since the last look. Returns true when a new snapshot
+    /// was installed; a damaged new file leaves the old snapshot in place and is reported
+    /// once (the next report comes when the file changes again).
     pub(crate) fn reload_if_changed(&self) -> Result<bool, StoreError> {
         let path = Store::path_in(&self.dir);
         let now = stamp(&path);
         {
-            let last = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
+            let mut last = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
             if *last == now {
                 return Ok(false);
             }
+            *last = now;
         }
         let store = Store::load_or_empty(&self.dir)?;
         *self.store.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(store);
-        *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) = now;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_store_is_reported_once_per_change_and_the_old_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::default();
+        store.nspam = 7;
+        store.save(dir.path()).unwrap();
+        let live = BayesLive::open(dir.path(), BayesParams::default()).unwrap();
+        assert!(!live.reload_if_changed().unwrap(), "nothing changed");
+        let path = Store::path_in(dir.path());
+        std::fs::write(&path, b"not a store at all").unwrap();
+        assert!(live.reload_if_changed().is_err(), "the damage is reported");
+        for _ in 0..3 {
+            assert!(!live.reload_if_changed().unwrap(), "and only once");
+        }
+        assert_eq!(live.snapshot().nspam, 7, "the old snapshot stays");
+        store.nspam = 9;
+        store.save(dir.path()).unwrap();
+        assert!(live.reload_if_changed().unwrap());
+        assert_eq!(live.snapshot().nspam, 9);
     }
 }

@@ -5,7 +5,9 @@
 
 use super::{Destiny, Policy};
 use crate::auth::{AuthVerdict, DmarcPolicy, DmarcVerdict};
+use crate::checks::Hits;
 use crate::verdict::{Category, Verdict};
+use std::collections::BTreeMap;
 
 /// Why a message is held: blocked by its score, or by a signal beside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +21,8 @@ pub enum Hold {
     },
     /// The From domain fails DMARC and asks for such mail to be rejected or quarantined.
     Dmarc,
+    /// The message already passed this filterd too often: a mail loop (refused, not held).
+    Loop,
 }
 
 impl Hold {
@@ -28,6 +32,7 @@ impl Hold {
             Hold::Spam => "spam",
             Hold::RateLimit { .. } => "ratelimit",
             Hold::Dmarc => "dmarc",
+            Hold::Loop => "loop",
         }
     }
 }
@@ -54,6 +59,7 @@ impl Decision {
         match self.hold {
             Some(Hold::RateLimit { .. }) => "RATELIMIT",
             Some(Hold::Dmarc) => "DMARC",
+            Some(Hold::Loop) => "LOOP",
             Some(Hold::Spam) | None => self.verdict.category().as_str(),
         }
     }
@@ -103,6 +109,17 @@ pub fn decide(policy: &Policy, verdict: Verdict, signals: &Signals<'_>) -> Decis
         d.hold = Some(hold);
     }
     d
+}
+
+/// The decision on a message in a mail loop, under `policy` (scored: nothing).
+pub fn looping(policy: &Policy, scores: &BTreeMap<&'static str, f64>) -> Decision {
+    Decision {
+        policy: policy.name.clone(),
+        verdict: Verdict::new(&Hits::default(), scores, policy.levels),
+        destiny: Destiny::Reject,
+        quarantine: false,
+        hold: Some(Hold::Loop),
+    }
 }
 
 /// The sender's domain asks for failing mail to be rejected or quarantined, and this policy

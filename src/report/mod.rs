@@ -5,8 +5,9 @@
 
 pub mod logline;
 
+use crate::auth::origin::Origin;
 use crate::policy::decision::Decision;
-use crate::smtp::filter::{Delivery, Part};
+use crate::smtp::filter::{Delivery, Disposition, Part};
 use std::net::IpAddr;
 
 /// The pipeline's report on one message (the `Report` of its disposition).
@@ -64,11 +65,29 @@ impl Parts {
         }
     }
 
-    /// The parts (recipients in envelope order) and their decisions, in the same order.
-    pub fn finish(mut self) -> (Vec<Part>, Vec<Decision>) {
+    /// The disposition: the parts (recipients in envelope order) and the report on them,
+    /// with the facts about the message the log and the quarantine need.
+    pub fn disposition(
+        mut self,
+        subject: Option<String>,
+        message_id: Option<String>,
+        originating: bool,
+        origin: &Origin,
+    ) -> Disposition<Report> {
         for part in &mut self.parts {
             part.recipients.sort_unstable();
         }
-        (self.parts, self.decisions)
+        let report = Report {
+            decisions: self.decisions,
+            subject,
+            message_id,
+            originating,
+            client: origin.ip,
+            helo: origin.helo.clone(),
+        };
+        Disposition {
+            report,
+            parts: self.parts,
+        }
     }
 }

@@ -8,6 +8,7 @@ mod smtp;
 
 use crate::config::Config;
 use crate::pipeline::Pipeline;
+use crate::smtp::budget::Budget;
 use crate::smtp::relay::RelayPool;
 use crate::smtp::session::SessionConfig;
 use smtp::{AcceptContext, accept_loop};
@@ -17,6 +18,18 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// A listen address could not be bound (in use, not ours, no permission).
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    /// The configured quarantine directory cannot be created or written: a configuration
+    /// problem, as `--check-config` reports it.
+    #[error("configuration is invalid:\n  - quarantine: {0}")]
+    Quarantine(crate::action::quarantine::QuarantineError),
+}
+
 /// Bound listeners, ready to serve.
 pub struct Server {
     config: Config,
@@ -24,8 +37,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Bind every listen address; fails with the address that could not be bound.
-    pub async fn bind(config: Config) -> anyhow::Result<Self> {
+    /// Bind every listen address; fails with the address that could not be bound, or the
+    /// quarantine directory that cannot be used.
+    pub async fn bind(config: Config) -> Result<Self, BindError> {
         let mut listeners = vec![];
         let lmtp_session = Arc::new(SessionConfig {
             lmtp: true,
@@ -44,14 +58,12 @@ impl Server {
                     .map(|a| (*a, lmtp_session.clone())),
             );
         if let Some(q) = &config.quarantine {
-            q.store
-                .prepare()
-                .map_err(|e| anyhow::anyhow!("quarantine: {e}"))?;
+            q.store.prepare().map_err(BindError::Quarantine)?;
         }
         for (addr, session) in all {
             let l = TcpListener::bind(addr)
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+                .map_err(|e| BindError::Listen(addr, e))?;
             listeners.push((l, session));
         }
         Ok(Server { config, listeners })
@@ -79,6 +91,7 @@ impl Server {
             max,
             self.config.next_hop_idle,
         ));
+        let budget = Budget::new(self.config.server.max_bytes_in_flight);
         let mut loops = vec![];
         for (listener, session) in self.listeners {
             let ctx = AcceptContext {
@@ -88,6 +101,7 @@ impl Server {
                 allow: allow.clone(),
                 session,
                 pool: pool.clone(),
+                budget: budget.clone(),
             };
             loops.push(tokio::spawn(accept_loop(listener, ctx)));
         }

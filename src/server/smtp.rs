@@ -3,6 +3,7 @@
 //! run one session task per connection.
 
 use crate::pipeline::Pipeline;
+use crate::smtp::budget::Budget;
 use crate::smtp::relay::RelayPool;
 use crate::smtp::reply::Reply;
 use crate::smtp::session::{Session, SessionConfig};
@@ -21,6 +22,7 @@ pub(super) struct AcceptContext {
     pub(super) allow: Arc<Vec<IpNet>>,
     pub(super) session: Arc<SessionConfig>,
     pub(super) pool: Arc<RelayPool>,
+    pub(super) budget: Budget,
 }
 
 /// Accept connections on one listener until the task is aborted.
@@ -47,6 +49,11 @@ pub(super) async fn accept_loop(listener: TcpListener, ctx: AcceptContext) {
             tokio::spawn(refuse(stream, Reply::client_refused(ip)));
             continue;
         }
+        if crate::smtp::relay::is_own_connection(std::net::SocketAddr::new(ip, peer.port())) {
+            tracing::error!(client = %peer, "mail loop: a connection from this filterd's own relay client; next_hop leads back here");
+            tokio::spawn(refuse(stream, Reply::loop_connection()));
+            continue;
+        }
         let Ok(permit) = ctx.permits.clone().try_acquire_owned() else {
             tracing::warn!(client = %peer, "connection limit reached, refused with 421");
             tokio::spawn(refuse(stream, Reply::too_many_connections()));
@@ -59,6 +66,7 @@ pub(super) async fn accept_loop(listener: TcpListener, ctx: AcceptContext) {
             ctx.pool.clone(),
             ctx.pipeline.clone(),
             ctx.stop.clone(),
+            ctx.budget.clone(),
         );
         tokio::spawn(async move {
             if let Err(e) = session.run().await {

@@ -97,6 +97,8 @@ pub enum DataError {
     TooBig,
     /// A line over `max_data_line`.
     LineTooLong,
+    /// The message would have taken more than the memory budget had left.
+    OverBudget,
 }
 
 /// What the decoder produced.
@@ -123,6 +125,7 @@ struct DataState {
     in_long_line: bool,
     too_big: bool,
     line_too_long: bool,
+    over_budget: bool,
 }
 
 /// The incremental decoder for one connection.
@@ -165,20 +168,44 @@ impl Decoder {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// True when part of a command line was read and not its end (also one too long to
+    /// keep, which is being skipped).
+    pub fn in_command_line(&self) -> bool {
+        match self.mode {
+            Mode::Command { discarding } => discarding || self.buf.len() > self.pos,
+            Mode::Data(_) => false,
+        }
+    }
+
     /// True while message content is being received.
     pub(crate) fn in_data(&self) -> bool {
         matches!(self.mode, Mode::Data(_))
     }
 
-    /// Switch to message content, after the session answered 354.
-    pub fn begin_data(&mut self) {
+    /// Switch to message content, after the session answered 354. The message buffer is
+    /// made the declared size (`SIZE=`) at once, within the size limit, so a big message is
+    /// one allocation and not a chain of doublings (with two copies alive at each).
+    pub fn begin_data(&mut self, declared_size: Option<u64>) {
+        let size = declared_size
+            .map_or(16 * 1024, |s| s.saturating_add(1024) as usize)
+            .min(self.limits.max_message_size + 1024);
         self.mode = Mode::Data(DataState {
-            out: Vec::with_capacity(16 * 1024),
+            out: Vec::with_capacity(size),
             after_crlf: true,
             in_long_line: false,
             too_big: false,
             line_too_long: false,
+            over_budget: false,
         });
+    }
+
+    /// Stop keeping the message being received (it went over the memory budget): the rest
+    /// of it is read and dropped, and its end is [`DataError::OverBudget`].
+    pub fn abandon_data(&mut self) {
+        if let Mode::Data(st) = &mut self.mode {
+            st.over_budget = true;
+            st.out = Vec::new();
+        }
     }
 
     /// The next complete event in the buffer, if any.
@@ -254,7 +281,9 @@ impl Decoder {
                 else {
                     return None;
                 };
-                return Some(if st.too_big {
+                return Some(if st.over_budget {
+                    Err(DataError::OverBudget)
+                } else if st.too_big {
                     Err(DataError::TooBig)
                 } else if st.line_too_long {
                     Err(DataError::LineTooLong)
@@ -270,6 +299,9 @@ impl Decoder {
             let body_len = content.len() - if crlf { 2 } else { 1 };
             if body_len > limits.max_data_line {
                 st.line_too_long = true;
+            }
+            if st.over_budget {
+                continue;
             }
             if st.too_big || st.out.len() + content.len() > limits.max_message_size {
                 st.too_big = true;
@@ -288,39 +320,80 @@ impl Decoder {
 /// command hidden in the content. A message that does not end in CRLF gets one, so that the
 /// terminator stands on its own line.
 pub fn dot_stuff(parts: &[&[u8]], out: &mut Vec<u8>) {
-    let mut at_line_start = true;
-    let mut last = b'\n';
+    let mut s = DotStuffer::default();
     for part in parts {
-        let mut rest = *part;
+        s.push(part, out);
+    }
+    s.finish(out);
+}
+
+/// [`dot_stuff`] in pieces, so a big message goes out in bounded chunks instead of one
+/// whole dot-stuffed copy: push the content in any slices, then finish.
+#[derive(Debug, Clone)]
+pub struct DotStuffer {
+    at_line_start: bool,
+    /// The last two bytes pushed (`\r`, `\n`, or 0 for anything else / nothing).
+    tail: [u8; 2],
+    empty: bool,
+}
+
+impl Default for DotStuffer {
+    fn default() -> Self {
+        DotStuffer {
+            at_line_start: true,
+            tail: [0, 0],
+            empty: true,
+        }
+    }
+}
+
+impl DotStuffer {
+    /// Append `bytes`, dot-stuffed, to `out`.
+    pub fn push(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        let mut rest = bytes;
         while !rest.is_empty() {
-            if at_line_start && rest[0] == b'.' {
+            if self.at_line_start && rest[0] == b'.' {
                 out.push(b'.');
             }
             match memchr::memchr(b'\n', rest) {
                 Some(i) => {
                     out.extend_from_slice(&rest[..=i]);
                     rest = &rest[i + 1..];
-                    at_line_start = true;
+                    self.at_line_start = true;
                 }
                 None => {
                     out.extend_from_slice(rest);
                     rest = &[];
-                    at_line_start = false;
+                    self.at_line_start = false;
                 }
             }
         }
-        if let Some(&b) = part.last() {
-            last = b;
+        match bytes {
+            [] => {}
+            [b] => self.tail = [self.tail[1], *b],
+            [.., a, b] => self.tail = [*a, *b],
         }
+        self.empty &= bytes.is_empty();
     }
-    if last != b'\n' {
-        out.extend_from_slice(b"\r\n");
-    } else if !out.ends_with(b"\r\n") && !out.is_empty() {
-        // A bare LF ends the content: finish the line properly.
-        out.pop();
-        out.extend_from_slice(b"\r\n");
+
+    /// Append the end: a CRLF when the content does not end with one (a bare LF at the end
+    /// becomes CRLF), then the terminating `.CRLF`. A caller writing `out` in chunks keeps
+    /// the last byte pushed in it until then, so that bare LF can still be replaced.
+    pub fn finish(self, out: &mut Vec<u8>) {
+        if !self.empty {
+            match self.tail {
+                [b'\r', b'\n'] => {}
+                [_, b'\n'] => {
+                    // A bare LF ends the content: finish the line properly.
+                    debug_assert_eq!(out.last(), Some(&b'\n'));
+                    out.pop();
+                    out.extend_from_slice(b"\r\n");
+                }
+                _ => out.extend_from_slice(b"\r\n"),
+            }
+        }
+        out.extend_from_slice(b".\r\n");
     }
-    out.extend_from_slice(b".\r\n");
 }
 
 /// ESMTP parameters as `(KEY, value)`, keys upper-cased.
@@ -484,7 +557,7 @@ mod tests {
             let is_data = matches!(ev, Event::Command(Ok(Command::Data)));
             out.push(ev);
             if is_data {
-                d.begin_data();
+                d.begin_data(None);
             }
         }
         out
@@ -496,7 +569,7 @@ mod tests {
             max_message_size: 1000,
             ..Limits::default()
         });
-        d.begin_data();
+        d.begin_data(None);
         d.extend(input);
         match d.next_event() {
             Some(Event::Message(m)) => Some(m),
@@ -532,7 +605,7 @@ mod tests {
                 let is_data = matches!(ev, Event::Command(Ok(Command::Data)));
                 one.push(ev);
                 if is_data {
-                    d.begin_data();
+                    d.begin_data(None);
                 }
             }
         }
@@ -622,7 +695,7 @@ mod tests {
             max_data_line: 10,
             ..Limits::default()
         });
-        d.begin_data();
+        d.begin_data(None);
         for _ in 0..100 {
             d.extend(&[b'y'; 7]);
             assert_eq!(d.next_event(), None);
@@ -762,7 +835,7 @@ mod tests {
                 max_message_size: 512,
             });
             if round % 2 == 0 {
-                d.begin_data();
+                d.begin_data(None);
             }
             for _ in 0..200 {
                 let mut chunk = vec![];
@@ -776,7 +849,7 @@ mod tests {
                 d.extend(&chunk);
                 while let Some(ev) = d.next_event() {
                     if matches!(ev, Event::Command(Ok(Command::Data))) {
-                        d.begin_data();
+                        d.begin_data(None);
                     }
                 }
                 assert!(d.buf.len() - d.pos <= 64 + 37 + 2, "unbounded buffer");

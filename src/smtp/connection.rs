@@ -18,6 +18,8 @@ pub(crate) struct Connection<S> {
     /// pipelined commands).
     pending: Option<Event>,
     chunk: Vec<u8>,
+    /// Bytes read since the client was told 354.
+    data_bytes: u64,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -29,6 +31,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             out: Vec::with_capacity(1024),
             pending: None,
             chunk: vec![0u8; READ_CHUNK],
+            data_bytes: 0,
         }
     }
 
@@ -67,14 +70,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.decoder.in_data()
     }
 
-    /// The client was told 354: what follows is message content.
-    pub fn begin_data(&mut self) {
-        self.decoder.begin_data();
+    /// The client was told 354: what follows is message content, `declared_size` bytes of
+    /// it when the client said (MAIL FROM's SIZE=).
+    pub fn begin_data(&mut self, declared_size: Option<u64>) {
+        self.decoder.begin_data(declared_size);
+        self.data_bytes = 0;
+    }
+
+    /// Stop keeping the message being received; its end will be an error.
+    pub fn abandon_data(&mut self) {
+        self.decoder.abandon_data();
+    }
+
+    /// Bytes of message content read since 354.
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+
+    /// True when part of a command line was read and not its end.
+    pub fn has_partial_line(&self) -> bool {
+        self.decoder.in_command_line()
     }
 
     /// Read more bytes into the decoder; 0 means the client closed the connection.
     pub async fn read(&mut self) -> std::io::Result<usize> {
         let n = self.stream.read(&mut self.chunk).await?;
+        if self.decoder.in_data() {
+            self.data_bytes += n as u64;
+        }
         self.decoder.extend(&self.chunk[..n]);
         Ok(n)
     }

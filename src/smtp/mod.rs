@@ -2,6 +2,7 @@
 //! relay client to the next hop. Knows nothing of checks, verdicts or policies: the filter
 //! behind a session is reached through the contract in [`filter`].
 
+pub mod budget;
 pub mod codec;
 pub mod connection;
 pub mod envelope;

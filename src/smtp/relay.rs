@@ -1,8 +1,17 @@
 //! The SMTP client to the next hop (Postfix's reinjection listener): connect, EHLO,
 //! XFORWARD, MAIL, RCPT, DATA with dot-stuffing, under per-step timeouts. Replies come back
 //! as [`Reply`] values so the session can mirror them to its own client.
+//!
+//! Replies and commands stay in step, or the connection is given up: a reply that does not
+//! fit the command it answers (anything but 354 lets content go after DATA; a 3xx to MAIL,
+//! RCPT or the content), a byte from the next hop when none is due (an extra reply, an idle
+//! 421), or any error makes the connection unusable; it is closed and never pooled, and the
+//! caller answers 451. A reused connection is checked for unread bytes and EOF first.
 
-use crate::smtp::codec::dot_stuff;
+use crate::smtp::codec::DotStuffer;
+
+/// The content goes to the next hop in writes of about this size.
+const CONTENT_CHUNK: usize = 64 * 1024;
 use crate::smtp::envelope::{Body, MailParams, Recipient, Xforward, XforwardAttr};
 use crate::smtp::reply::{Enhanced, Reply};
 use std::net::SocketAddr;
@@ -25,6 +34,10 @@ pub struct NextHop {
     pub data_done_timeout: Duration,
     /// Send XFORWARD when the next hop offers it.
     pub xforward: bool,
+    /// RSETs one connection may send before it is closed and a fresh one opened: Postfix
+    /// counts RSET as a junk command (`smtpd_junk_command_limit`, 100) and slows down, then
+    /// drops, a client past it.
+    pub rset_limit: u32,
 }
 
 impl NextHop {
@@ -70,8 +83,10 @@ impl RelayPool {
         RelayConn::connect(self.hop.clone()).await
     }
 
-    /// The most recently used idle connection, if any is young enough. It may still turn
-    /// out dead (the next hop may have closed it): callers retry on a fresh one.
+    /// The most recently used idle connection that is young enough and quiet (nothing
+    /// unread, not closed by the next hop: an idle `421 timeout` must never become the
+    /// answer to the next session's MAIL). It may still turn out dead: callers retry on a
+    /// fresh one.
     pub(crate) fn checkout(&self) -> Option<RelayConn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let now = std::time::Instant::now();
@@ -81,8 +96,22 @@ impl RelayPool {
             .position(|(_, since)| now.duration_since(*since) <= self.max_idle_age)
             .unwrap_or(idle.len());
         let expired: Vec<RelayConn> = idle.drain(..cut).map(|(c, _)| c).collect();
-        let found = idle.pop().map(|(c, _)| c);
+        let mut found = None;
+        let mut noisy = vec![];
+        while let Some((mut c, _)) = idle.pop() {
+            if c.is_quiet() {
+                found = Some(c);
+                break;
+            }
+            noisy.push(c);
+        }
         drop(idle);
+        if !noisy.is_empty() {
+            tracing::debug!(
+                n = noisy.len(),
+                "pooled next-hop connections had unread data or were closed; discarded"
+            );
+        }
         for conn in expired {
             tokio::spawn(conn.quit());
         }
@@ -168,15 +197,67 @@ impl Capabilities {
     }
 }
 
+/// The local addresses of this process' open next-hop connections: a client connecting
+/// from one of them is this filterd itself (a next hop that leads back here).
+static OWN: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<SocketAddr>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// True when `peer` is one of this process' own next-hop connections.
+pub fn is_own_connection(peer: SocketAddr) -> bool {
+    OWN.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&peer)
+}
+
 /// One open connection to the next hop, between transactions or inside one.
 #[derive(Debug)]
 pub struct RelayConn {
+    /// Our end, registered in [`OWN`] while the connection lives.
+    local: Option<SocketAddr>,
     io: BufReader<TcpStream>,
     caps: Capabilities,
     hop: std::sync::Arc<NextHop>,
     line: Vec<u8>,
     out: Vec<u8>,
     usable: bool,
+    rsets: u32,
+}
+
+impl Drop for RelayConn {
+    fn drop(&mut self) {
+        if let Some(l) = self.local {
+            OWN.lock().unwrap_or_else(|e| e.into_inner()).remove(&l);
+        }
+    }
+}
+
+/// What a reply answers, for the rule that it must fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Mail,
+    Rcpt,
+    Data,
+    Content,
+}
+
+impl Step {
+    /// True when `code` is an answer this step can get: 2xx, 4xx or 5xx, and after DATA
+    /// 354 instead of 2xx.
+    fn fits(self, code: u16) -> bool {
+        match self {
+            Step::Data => code == 354 || (400..600).contains(&code),
+            _ => (200..300).contains(&code) || (400..600).contains(&code),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Step::Mail => "MAIL",
+            Step::Rcpt => "RCPT",
+            Step::Data => "DATA",
+            Step::Content => "the message content",
+        }
+    }
 }
 
 impl RelayConn {
@@ -187,13 +268,19 @@ impl RelayConn {
             .map_err(|_| RelayError::Timeout("connect"))?
             .map_err(RelayError::Connect)?;
         stream.set_nodelay(true).ok();
+        let local = stream.local_addr().ok();
+        if let Some(l) = local {
+            OWN.lock().unwrap_or_else(|e| e.into_inner()).insert(l);
+        }
         let mut conn = RelayConn {
+            local,
             io: BufReader::with_capacity(4096, stream),
             caps: Capabilities::default(),
             hop,
             line: Vec::with_capacity(512),
-            out: Vec::with_capacity(16 * 1024),
+            out: Vec::with_capacity(CONTENT_CHUNK + 4096),
             usable: true,
+            rsets: 0,
         };
         let greeting = conn.read_reply("greeting").await?;
         if greeting.code != 220 {
@@ -209,6 +296,7 @@ impl RelayConn {
             return Err(RelayError::Protocol(format!("EHLO: {}", reply.one_line())));
         }
         conn.caps = Capabilities::parse(&reply);
+        conn.settled()?;
         Ok(conn)
     }
 
@@ -262,8 +350,9 @@ impl RelayConn {
         batch.push_str("\r\n");
         if !self.caps.pipelining {
             self.send(&batch).await?;
-            let mail = self.read_reply("MAIL reply").await?;
+            let mail = self.answer(Step::Mail).await?;
             if !mail.is_positive() {
+                self.settled()?;
                 return Ok((mail, vec![]));
             }
             let replies = self.rcpts(rcpts).await?;
@@ -276,12 +365,66 @@ impl RelayConn {
         for _ in 0..xforward_lines {
             self.expect_xforward_ok().await?;
         }
-        let mail = self.read_reply("MAIL reply").await?;
+        let mail = self.answer(Step::Mail).await?;
         let mut replies = Vec::with_capacity(rcpts.len());
         for _ in rcpts {
-            replies.push(self.read_reply("RCPT reply").await?);
+            replies.push(self.answer(Step::Rcpt).await?);
         }
+        self.settled()?;
         Ok((mail, replies))
+    }
+
+    /// The reply to `step`, which must fit it.
+    async fn answer(&mut self, step: Step) -> Result<Reply, RelayError> {
+        let what = match step {
+            Step::Mail => "MAIL reply",
+            Step::Rcpt => "RCPT reply",
+            Step::Data => "DATA reply",
+            Step::Content => "reply to end of DATA",
+        };
+        let limit = if step == Step::Content {
+            self.hop.data_done_timeout
+        } else {
+            self.hop.command_timeout
+        };
+        let r = self.read_reply_within(what, limit).await?;
+        if !step.fits(r.code) {
+            return Err(self.desync(format!(
+                "{} answered {} (out of step)",
+                step.name(),
+                r.one_line()
+            )));
+        }
+        Ok(r)
+    }
+
+    /// Every reply due was read: anything more already here is a reply nobody asked for.
+    fn settled(&mut self) -> Result<(), RelayError> {
+        if self.io.buffer().is_empty() {
+            return Ok(());
+        }
+        let extra = String::from_utf8_lossy(self.io.buffer())
+            .trim_end()
+            .to_string();
+        Err(self.desync(format!("unexpected reply from the next hop: {extra}")))
+    }
+
+    /// The connection is out of step with the next hop: it is given up.
+    fn desync(&mut self, why: String) -> RelayError {
+        self.usable = false;
+        RelayError::Protocol(why)
+    }
+
+    /// Nothing unread from the next hop: no byte buffered or waiting, and not closed.
+    pub(crate) fn is_quiet(&mut self) -> bool {
+        if !self.io.buffer().is_empty() {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        matches!(
+            self.io.get_ref().try_read(&mut byte),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        )
     }
 
     async fn expect_xforward_ok(&mut self) -> Result<(), RelayError> {
@@ -315,16 +458,17 @@ impl RelayConn {
             }
             self.send(&batch).await?;
             for _ in rcpts {
-                replies.push(self.read_reply("RCPT reply").await?);
+                replies.push(self.answer(Step::Rcpt).await?);
             }
         } else {
             for r in rcpts {
                 let mut line = String::new();
                 self.push_rcpt(&mut line, r);
                 self.send(&line).await?;
-                replies.push(self.read_reply("RCPT reply").await?);
+                replies.push(self.answer(Step::Rcpt).await?);
             }
         }
+        self.settled()?;
         Ok(replies)
     }
 
@@ -332,7 +476,8 @@ impl RelayConn {
     /// if it was not 354, else the reply after the content.
     pub async fn data(&mut self, parts: &[&[u8]]) -> Result<Reply, RelayError> {
         self.send("DATA\r\n").await?;
-        let go = self.read_reply("DATA reply").await?;
+        let go = self.answer(Step::Data).await?;
+        self.settled()?;
         if go.code != 354 {
             // The next hop still holds the envelope: clear it before the connection is reused.
             if self.rset().await.is_err() {
@@ -341,33 +486,60 @@ impl RelayConn {
             return Ok(go);
         }
         let mut out = std::mem::take(&mut self.out);
-        out.clear();
-        dot_stuff(parts, &mut out);
-        let written = self.io.get_mut().write_all(&out).await;
-        // Keep the buffer for the next message on this (possibly pooled) connection, but not
-        // the memory of a big one.
-        if out.capacity() <= 1 << 20 {
-            self.out = out;
+        let written = self.write_content(parts, &mut out).await;
+        self.out = out;
+        if let Err(e) = written {
+            self.usable = false;
+            return Err(e.into());
         }
-        written?;
-        let timeout = self.hop.data_done_timeout;
-        self.read_reply_within("reply to end of DATA", timeout)
-            .await
+        let done = self.answer(Step::Content).await?;
+        // Something more after the answer to the content: the content was answered (the
+        // reply stands, or mail would be lost or doubled), but the connection is out of
+        // step and is not used again.
+        if self.settled().is_err() {
+            tracing::warn!(next_hop = %self.hop.label(), "unexpected data from the next hop after the reply to the content; closing that connection");
+        }
+        Ok(done)
     }
 
-    /// False once the connection is in an unknown state and must not be reused.
+    /// The content, dot-stuffed, in chunks of [`CONTENT_CHUNK`]: a big message never has a
+    /// second, stuffed copy in memory. The last byte stays in `out` until the end (see
+    /// [`DotStuffer::finish`]).
+    async fn write_content(&mut self, parts: &[&[u8]], out: &mut Vec<u8>) -> std::io::Result<()> {
+        out.clear();
+        let mut stuffer = DotStuffer::default();
+        for part in parts {
+            for piece in part.chunks(CONTENT_CHUNK) {
+                stuffer.push(piece, out);
+                if out.len() >= CONTENT_CHUNK {
+                    let last = out.pop();
+                    self.io.get_mut().write_all(out).await?;
+                    out.clear();
+                    out.extend(last);
+                }
+            }
+        }
+        stuffer.finish(out);
+        self.io.get_mut().write_all(out).await?;
+        out.clear();
+        Ok(())
+    }
+
+    /// False once the connection is in an unknown state, or has sent as many RSETs as the
+    /// next hop tolerates: it must not be reused.
     pub(crate) fn is_usable(&self) -> bool {
-        self.usable
+        self.usable && self.rsets < self.hop.rset_limit
     }
 
     /// Abort the current transaction.
     pub async fn rset(&mut self) -> Result<(), RelayError> {
+        self.rsets += 1;
         self.send("RSET\r\n").await?;
         let r = self.read_reply("RSET reply").await?;
         if r.code != 250 {
-            return Err(RelayError::Protocol(format!("RSET: {}", r.one_line())));
+            return Err(self.desync(format!("RSET: {}", r.one_line())));
         }
-        Ok(())
+        self.settled()
     }
 
     /// Say goodbye; errors do not matter any more.
@@ -378,8 +550,20 @@ impl RelayConn {
         }
     }
 
+    /// Send commands; nothing may be waiting from the next hop before (a reply nobody
+    /// asked for would be read as the answer to these).
     async fn send(&mut self, s: &str) -> Result<(), RelayError> {
-        Ok(self.io.get_mut().write_all(s.as_bytes()).await?)
+        if !self.is_quiet() {
+            let what = s.split_ascii_whitespace().next().unwrap_or("a command");
+            return Err(self.desync(format!(
+                "the next hop sent something unasked before {what} (or closed the connection)"
+            )));
+        }
+        if let Err(e) = self.io.get_mut().write_all(s.as_bytes()).await {
+            self.usable = false;
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     async fn read_reply(&mut self, what: &'static str) -> Result<Reply, RelayError> {
@@ -392,9 +576,14 @@ impl RelayConn {
         what: &'static str,
         limit: Duration,
     ) -> Result<Reply, RelayError> {
-        tokio::time::timeout(limit, read_reply(&mut self.io, &mut self.line))
+        let r = tokio::time::timeout(limit, read_reply(&mut self.io, &mut self.line))
             .await
-            .map_err(|_| RelayError::Timeout(what))?
+            .map_err(|_| RelayError::Timeout(what))
+            .and_then(|r| r);
+        if r.is_err() {
+            self.usable = false;
+        }
+        r
     }
 }
 

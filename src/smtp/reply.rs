@@ -153,6 +153,15 @@ impl Reply {
     pub(crate) fn shutting_down(hostname: &str) -> Self {
         Reply::enh(421, (3, 2), format!("{hostname} Service shutting down"))
     }
+    /// The memory budget for messages in flight is used up: try again later (at DATA 452,
+    /// at the end of the content 451).
+    pub(crate) fn insufficient_storage(code: u16) -> Self {
+        Reply::enh(code, (3, 1), "Insufficient system storage, try again later")
+    }
+    /// The client made too many errors (Postfix's `smtpd_hard_error_limit`).
+    pub(crate) fn too_many_errors(hostname: &str) -> Self {
+        Reply::enh(421, (7, 0), format!("{hostname} Error: too many errors"))
+    }
     /// The client was idle too long.
     pub fn timeout(hostname: &str) -> Self {
         Reply::enh(421, (4, 2), format!("{hostname} Error: timeout exceeded"))
@@ -226,6 +235,25 @@ impl Reply {
     /// Scan time budget exceeded.
     pub(crate) fn scan_timeout() -> Self {
         Reply::enh(451, (3, 0), "Scan time budget exceeded, try again later")
+    }
+    /// The message already passed this filterd too often: a mail loop (Postfix's own words
+    /// for it: "Too many hops").
+    pub(crate) fn mail_loop(passes: usize) -> Self {
+        Reply::enh(
+            554,
+            (4, 6),
+            format!(
+                "Too many hops: mail loop (this filterd already handled the message {passes} times)"
+            ),
+        )
+    }
+    /// A connection from this filterd's own relay client: the next hop points back at us.
+    pub(crate) fn loop_connection() -> Self {
+        Reply::enh(
+            554,
+            (4, 6),
+            "Mail loop: this connection comes from this filterd itself (check next_hop)",
+        )
     }
     /// Blocked by policy (destiny reject): Postfix bounces it to the envelope sender.
     pub(crate) fn policy_reject(mail_id: &str) -> Self {

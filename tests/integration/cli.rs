@@ -71,9 +71,16 @@ fn an_unwritable_quarantine_is_refused_with_its_path() {
         .arg(&path)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(71));
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "the same code as --check-config for the same fault"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("/proc/filterd-test/quarantine"), "{err}");
+    assert!(
+        err.contains("quarantine: /proc/filterd-test/quarantine"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod checks;
 mod cli;
 mod crash;
 mod filterq;
+mod hardening;
 mod model;
 mod pipeline;
 mod postfix;

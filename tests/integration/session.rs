@@ -42,6 +42,7 @@ fn spawn_session<F: MessageFilter>(
         )),
         Arc::new(filter),
         stop_rx,
+        filterd::smtp::budget::Budget::new(1 << 30),
     );
     (client, tokio::spawn(s.run()), stop)
 }
@@ -310,4 +311,92 @@ async fn random_command_streams_never_panic_the_session() {
         total_replies > 60 * 200,
         "sessions answered too little: {total_replies} bytes"
     );
+}
+
+/// A client that trickles a command line a byte a second is cut off `command_timeout` after
+/// the line began, although every byte came well within the idle limit.
+#[tokio::test(start_paused = true)]
+async fn a_command_line_trickling_in_is_cut_off_at_its_deadline() {
+    let mut d = Duplex::start("127.0.0.1:9".parse().unwrap(), |s| {
+        s.command_timeout = Duration::from_secs(30)
+    });
+    d.reply().await;
+    let started = tokio::time::Instant::now();
+    let mut sent = 0;
+    let line = "NOOP ".to_string() + &"x".repeat(1000);
+    let mut reply = String::new();
+    for b in line.bytes() {
+        d.send(&[b]).await;
+        sent += 1;
+        // A byte a second; the session answers (421) once the line is past its deadline.
+        let r = tokio::time::timeout(Duration::from_secs(1), d.reply()).await;
+        if let Ok(r) = r {
+            reply = r;
+            break;
+        }
+    }
+    assert!(
+        reply.starts_with("421 4.4.2"),
+        "{reply:?} after {sent} bytes"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(29) && took <= Duration::from_secs(32),
+        "cut off after {took:?}"
+    );
+}
+
+/// Message content trickling in slower than `min_data_rate` is cut off once `data_timeout`
+/// has passed since 354; content at a good rate is not.
+#[tokio::test(start_paused = true)]
+async fn message_content_below_the_minimum_rate_is_cut_off() {
+    let sink = Sink::start(Behaviour::default()).await;
+    let mut d = Duplex::start(sink.addr, |s| {
+        s.data_timeout = Duration::from_secs(20);
+        s.min_data_rate = 100;
+    });
+    d.reply().await;
+    for c in ["EHLO a.test", "MAIL FROM:<a@x.test>", "RCPT TO:<b@y.test>"] {
+        assert_eq!(code(&d.cmd(c).await), "250", "{c}");
+    }
+    assert_eq!(code(&d.cmd("DATA").await), "354");
+    let started = tokio::time::Instant::now();
+    let mut reply = String::new();
+    // Ten bytes a second: the deadline grows by 0.1 s each second, so it is reached at
+    // about 20 / 0.9 = 22 s.
+    for _ in 0..600 {
+        d.send(b"0123456789").await;
+        if let Ok(r) = tokio::time::timeout(Duration::from_secs(1), d.reply()).await {
+            reply = r;
+            break;
+        }
+    }
+    assert!(reply.starts_with("421 4.4.2"), "{reply:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(21) && took <= Duration::from_secs(24),
+        "cut off after {took:?}"
+    );
+    assert_eq!(sink.data_seen.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+/// Unknown and malformed commands past `hard_error_limit` end the session with 421.
+#[tokio::test]
+async fn too_many_errors_end_the_session() {
+    let mut d = Duplex::start("127.0.0.1:9".parse().unwrap(), |s| s.hard_error_limit = 20);
+    d.reply().await;
+    for i in 1..20 {
+        let r = d.cmd("FROB").await;
+        assert_eq!(code(&r), "502", "error {i}: {r}");
+    }
+    assert_eq!(
+        code(&d.cmd("NOOP").await),
+        "250",
+        "good commands do not count"
+    );
+    let r = d.cmd("RCPT TO:<b@y.test>").await;
+    assert!(r.starts_with("503"), "{r}");
+    let r = d.reply().await;
+    assert!(r.starts_with("421 4.7.0"), "{r}");
+    assert_eq!(d.reply().await, "", "closed");
 }

@@ -48,7 +48,8 @@ impl ScanFailure {
 /// A message being delivered: what arrived, its id and when DATA ended.
 struct Message {
     envelope: Envelope,
-    bytes: Arc<[u8]>,
+    /// The bytes as received (shared with the scan's thread without a copy).
+    bytes: Arc<Vec<u8>>,
     mail_id: String,
     started: Instant,
 }
@@ -93,6 +94,12 @@ where
                     DataError::LineTooLong => {
                         Reply::data_line_too_long(self.cfg.limits.max_data_line)
                     }
+                    DataError::OverBudget => {
+                        tracing::warn!(
+                            "message content over the memory budget for messages in flight; answered 451"
+                        );
+                        Reply::insufficient_storage(451)
+                    }
                 }]
             }
         };
@@ -100,6 +107,8 @@ where
             let r = replies.get(i).or(replies.last()).cloned();
             self.reply(r.unwrap_or_else(|| Reply::scan_failed("no reply")));
         }
+        // The message is done with: its bytes go back to the budget.
+        self.held = None;
     }
 
     /// Scan, keep quarantine copies, carry out each part, and return the reply for the
@@ -107,7 +116,7 @@ where
     async fn deliver(&mut self, envelope: Envelope, bytes: Vec<u8>) -> Vec<Reply> {
         let m = Message {
             envelope,
-            bytes: bytes.into(),
+            bytes: Arc::new(bytes),
             mail_id: new_mail_id(),
             started: Instant::now(),
         };
@@ -293,12 +302,19 @@ where
         self.send_data(data).await
     }
 
-    /// Reset the next hop's transaction (the connection stays for the next message).
+    /// Reset the next hop's transaction; the connection stays for the next message unless
+    /// the reset failed or it has sent as many RSETs as the next hop tolerates (then it is
+    /// closed, and the next transaction opens a fresh one).
     pub(super) async fn abort_relay(&mut self) {
-        if let Some(relay) = &mut self.relay
-            && relay.rset().await.is_err()
+        let Some(relay) = &mut self.relay else {
+            return;
+        };
+        let reset = relay.rset().await;
+        if (reset.is_err() || !relay.is_usable())
+            && let Some(old) = self.relay.take()
+            && reset.is_ok()
         {
-            self.relay = None;
+            tokio::spawn(old.quit());
         }
     }
 

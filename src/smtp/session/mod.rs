@@ -15,6 +15,7 @@ mod answer;
 mod delivery;
 mod transaction;
 
+use crate::smtp::budget::{Budget, Held};
 use crate::smtp::codec::{Command, CommandError, Event, Limits};
 use crate::smtp::connection::Connection;
 use crate::smtp::envelope::{Recipient, Xforward};
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use transaction::Transaction;
 
 /// Session settings derived from the configuration.
@@ -45,6 +47,12 @@ pub struct SessionConfig {
     pub data_timeout: Duration,
     /// Time budget for scanning one message.
     pub scan_budget: Duration,
+    /// Message content must arrive at this many bytes per second at least, on average, once
+    /// `data_timeout` has passed since 354 (Postfix's `smtpd_min_data_rate`); 0 = no floor.
+    pub min_data_rate: u64,
+    /// Errors (unknown, malformed or out-of-sequence commands) before the session is ended
+    /// with 421 (Postfix's `smtpd_hard_error_limit`).
+    pub hard_error_limit: usize,
 }
 
 /// One connection's state.
@@ -59,6 +67,16 @@ pub struct Session<S, F: MessageFilter> {
     xforward: Xforward,
     txn: Option<Transaction>,
     relay: Option<RelayConn>,
+    /// Commands refused as the client's error so far.
+    errors: usize,
+    /// When the unfinished command line now in the buffer began to arrive.
+    line_started: Option<Instant>,
+    /// When 354 was sent, for the message's deadline.
+    data_started: Option<Instant>,
+    /// The memory budget for messages in flight, shared by all sessions.
+    budget: Budget,
+    /// What the message being received (or delivered) holds of it.
+    held: Option<Held>,
 }
 
 enum Flow {
@@ -79,6 +97,7 @@ where
         pool: Arc<RelayPool>,
         filter: Arc<F>,
         shutdown: watch::Receiver<bool>,
+        budget: Budget,
     ) -> Self {
         Session {
             conn: Connection::new(stream, cfg.limits),
@@ -91,6 +110,11 @@ where
             xforward: Xforward::default(),
             txn: None,
             relay: None,
+            errors: 0,
+            line_started: None,
+            data_started: None,
+            budget,
+            held: None,
         }
     }
 
@@ -101,7 +125,14 @@ where
         self.conn.flush().await?;
         loop {
             while let Some(event) = self.conn.next_event() {
-                if let Flow::Close = self.handle(event).await {
+                let flow = self.handle(event).await;
+                if self.errors >= self.cfg.hard_error_limit {
+                    self.reply(Reply::too_many_errors(&self.cfg.hostname));
+                    self.conn.flush().await?;
+                    self.close_relay().await;
+                    return Ok(());
+                }
+                if let Flow::Close = flow {
                     self.conn.flush().await?;
                     self.close_relay().await;
                     return Ok(());
@@ -109,14 +140,10 @@ where
             }
             self.conn.flush().await?;
             let in_data = self.conn.in_data();
-            let limit = if in_data {
-                self.cfg.data_timeout
-            } else {
-                self.cfg.command_timeout
-            };
+            let until = self.read_deadline();
             let draining = *self.shutdown.borrow();
             let read = tokio::select! {
-                r = tokio::time::timeout(limit, self.conn.read()) => r,
+                r = tokio::time::timeout_at(until, self.conn.read()) => r,
                 _ = self.shutdown.changed(), if !in_data && !draining => {
                     self.reply(Reply::shutting_down(&self.cfg.hostname));
                     self.conn.flush().await?;
@@ -137,7 +164,7 @@ where
                     self.close_relay().await;
                     return Ok(());
                 }
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => self.hold_content(),
                 Ok(Err(e)) => {
                     self.close_relay().await;
                     return Err(e);
@@ -147,6 +174,57 @@ where
     }
 
     fn reply(&mut self, r: Reply) {
+        self.conn.reply(r);
+    }
+
+    /// Keep the message being received within what it holds of the budget, growing the
+    /// hold as content arrives; when the budget has no more, the message is abandoned (its
+    /// end gets 451).
+    fn hold_content(&mut self) {
+        let Some(held) = self.held.as_mut() else {
+            return;
+        };
+        let have = self.conn.data_bytes();
+        if self.conn.in_data()
+            && have > held.bytes()
+            && !held.grow_to(have + transaction::FIRST_HOLD)
+        {
+            self.conn.abandon_data();
+        }
+    }
+
+    /// Until when the next read may wait. Between commands: the idle limit. A command line
+    /// that has begun must be complete within `command_timeout` of its first byte, however
+    /// slowly it trickles. Message content: the idle limit per read, and the whole message
+    /// within `data_timeout` plus one second per `min_data_rate` bytes received.
+    fn read_deadline(&mut self) -> Instant {
+        let now = Instant::now();
+        if self.conn.in_data() {
+            let idle = now + self.cfg.data_timeout;
+            let started = *self.data_started.get_or_insert(now);
+            self.line_started = None;
+            if self.cfg.min_data_rate == 0 {
+                return idle;
+            }
+            let allowance = self.conn.data_bytes() as f64 / self.cfg.min_data_rate as f64;
+            let total = started + self.cfg.data_timeout + Duration::from_secs_f64(allowance);
+            return idle.min(total);
+        }
+        self.data_started = None;
+        let idle = now + self.cfg.command_timeout;
+        if self.conn.has_partial_line() {
+            let started = *self.line_started.get_or_insert(now);
+            idle.min(started + self.cfg.command_timeout)
+        } else {
+            self.line_started = None;
+            idle
+        }
+    }
+
+    /// Refuse a command the client got wrong (unknown, malformed, out of sequence): one of
+    /// the errors that, past `hard_error_limit`, end the session as Postfix's smtpd does.
+    fn refuse(&mut self, r: Reply) {
+        self.errors += 1;
         self.conn.reply(r);
     }
 
@@ -165,7 +243,7 @@ where
         match event {
             Event::Command(Ok(cmd)) => self.command(cmd).await,
             Event::Command(Err(e)) => {
-                self.reply(match e {
+                self.refuse(match e {
                     CommandError::Unknown => Reply::unknown_command(),
                     CommandError::TooLong => Reply::command_too_long(),
                     CommandError::Syntax(s) => Reply::syntax(s),
@@ -189,9 +267,9 @@ where
         let lmtp = self.cfg.lmtp;
         match cmd {
             Command::Helo(_) | Command::Ehlo(_) if lmtp => {
-                self.reply(Reply::bad_sequence("use LHLO (this is LMTP)"));
+                self.refuse(Reply::bad_sequence("use LHLO (this is LMTP)"));
             }
-            Command::Lhlo(_) if !lmtp => self.reply(Reply::unknown_command()),
+            Command::Lhlo(_) if !lmtp => self.refuse(Reply::unknown_command()),
             Command::Helo(name) => {
                 self.reset().await;
                 self.helo = Some(name);
@@ -207,7 +285,7 @@ where
             }
             Command::Xforward(attrs) => {
                 if self.txn.is_some() {
-                    self.reply(Reply::bad_sequence("MAIL transaction in progress"));
+                    self.refuse(Reply::bad_sequence("MAIL transaction in progress"));
                 } else {
                     for (k, v) in attrs {
                         self.xforward.set(k, v);
@@ -235,7 +313,7 @@ where
             Command::Noop => self.reply(Reply::ok()),
             Command::Vrfy => self.reply(Reply::vrfy()),
             Command::Help => self.reply(Reply::help()),
-            Command::NotImplemented(_) => self.reply(Reply::not_implemented()),
+            Command::NotImplemented(_) => self.refuse(Reply::not_implemented()),
             Command::Quit => {
                 self.reply(Reply::bye());
                 return Flow::Close;
@@ -247,11 +325,8 @@ where
     /// Abort any transaction, here and at the next hop.
     async fn reset(&mut self) {
         self.xforward = Xforward::default();
-        if self.txn.take().is_some()
-            && let Some(relay) = &mut self.relay
-            && relay.rset().await.is_err()
-        {
-            self.relay = None;
+        if self.txn.take().is_some() {
+            self.abort_relay().await;
         }
     }
 }

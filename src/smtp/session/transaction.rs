@@ -7,7 +7,7 @@ use super::Session;
 use crate::smtp::codec::{Command, Event};
 use crate::smtp::envelope::{MailParams, Recipient};
 use crate::smtp::filter::MessageFilter;
-use crate::smtp::relay::RelayError;
+use crate::smtp::relay::{RelayConn, RelayError};
 use crate::smtp::reply::Reply;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -59,11 +59,21 @@ where
             None
         };
         if let Some(r) = refusal {
-            self.reply(r);
+            self.refuse(r);
             return self.rcpts(rcpts).await;
         }
         let (sendable, overflow) = split_at_limit(rcpts, self.cfg.max_recipients);
         match self.open_transaction(&from, &params, &sendable).await {
+            Ok((r, _)) if r.code == 421 => {
+                // The next hop is closing the connection: nothing more goes there.
+                self.relay = None;
+                self.reply(Reply::next_hop_unavailable(
+                    self.pool.label(),
+                    &r.one_line(),
+                ));
+                self.rcpts(sendable).await;
+                self.rcpts(overflow).await;
+            }
             Ok((r, replies)) if r.is_positive() => {
                 self.txn = Some(Transaction {
                     sender: from,
@@ -96,29 +106,39 @@ where
 
     /// XFORWARD, MAIL and the known RCPTs at the next hop, on this session's connection, else
     /// a pooled one, else a fresh one. A reused connection may have been closed by the next
-    /// hop while idle: then the next one is tried, and a fresh connection last.
+    /// hop while idle, or be in a state it refuses: a MAIL that fails or tempfails on it is
+    /// tried once more on a fresh connection, whose answer stands.
     pub(super) async fn open_transaction(
         &mut self,
         from: &str,
         params: &MailParams,
         rcpts: &[Recipient],
     ) -> Result<(Reply, Vec<Reply>), RelayError> {
-        loop {
-            let (mut conn, reused) = match self.relay.take().or_else(|| self.pool.checkout()) {
-                Some(c) => (c, true),
-                None => (self.pool.connect().await?, false),
-            };
+        let reused = self
+            .relay
+            .take()
+            .filter(RelayConn::is_usable)
+            .or_else(|| self.pool.checkout());
+        if let Some(mut conn) = reused {
             match conn.mail(&self.xforward, from, params, rcpts).await {
-                Ok(r) => {
+                Ok((r, replies)) if !r.is_transient() => {
                     self.relay = Some(conn);
-                    return Ok(r);
+                    return Ok((r, replies));
                 }
-                Err(e) if !reused => return Err(e),
-                Err(e) => {
-                    tracing::debug!(error = %e, "reused next-hop connection was dead; trying another")
-                }
+                Ok((r, _)) => tracing::debug!(
+                    reply = %r.one_line(),
+                    "MAIL tempfailed on a reused next-hop connection; trying a fresh one"
+                ),
+                Err(e) => tracing::debug!(
+                    error = %e,
+                    "reused next-hop connection failed at MAIL; trying a fresh one"
+                ),
             }
         }
+        let mut conn = self.pool.connect().await?;
+        let opened = conn.mail(&self.xforward, from, params, rcpts).await?;
+        self.relay = Some(conn);
+        Ok(opened)
     }
 
     /// RCPT commands inside (or outside) a transaction.
@@ -128,7 +148,7 @@ where
         }
         let Some(txn) = self.txn.as_ref() else {
             for _ in rcpts {
-                self.reply(Reply::bad_sequence("need MAIL command"));
+                self.refuse(Reply::bad_sequence("need MAIL command"));
             }
             return;
         };
@@ -165,7 +185,16 @@ where
         match replies {
             Ok(replies) => {
                 for (rcpt, r) in sent.into_iter().zip(replies) {
-                    if r.is_positive() {
+                    if let Some(why) = &txn.broken {
+                        out.push(Reply::next_hop_unavailable(&hop, why));
+                    } else if r.code == 421 {
+                        // The next hop is closing the connection: this recipient and
+                        // everything after it in the transaction tempfail.
+                        tracing::warn!(next_hop = %hop, reply = %r.one_line(), "next hop closing at RCPT");
+                        self.relay = None;
+                        txn.broken = Some(r.one_line());
+                        out.push(Reply::next_hop_unavailable(&hop, &r.one_line()));
+                    } else if r.is_positive() {
                         txn.recipients.push(rcpt);
                         out.push(Reply::recipient_ok());
                     } else {
@@ -190,23 +219,38 @@ where
     /// DATA: 354 when the transaction has a recipient the next hop accepted.
     pub(super) fn data(&mut self) {
         let reply = match &self.txn {
-            None => Reply::bad_sequence("need MAIL command"),
+            None => return self.refuse(Reply::bad_sequence("need MAIL command")),
             Some(t) if t.broken.is_some() => {
                 let why = t.broken.clone().unwrap_or_default();
                 Reply::next_hop_unavailable(self.pool.label(), &why)
             }
             Some(t) if t.recipients.is_empty() && t.attempted == 0 => {
-                Reply::bad_sequence("need RCPT command")
+                return self.refuse(Reply::bad_sequence("need RCPT command"));
             }
             Some(t) if t.recipients.is_empty() => Reply::no_valid_recipients(),
-            Some(_) => {
-                self.conn.begin_data();
+            Some(t) => {
+                let size = t.params.size;
+                // The declared size, or a first slice that grows as content arrives.
+                let Some(held) = self.budget.try_hold(size.unwrap_or(FIRST_HOLD)) else {
+                    tracing::warn!(
+                        declared = size,
+                        free = self.budget.available(),
+                        "memory budget for messages in flight used up; DATA answered 452"
+                    );
+                    return self.reply(Reply::insufficient_storage(452));
+                };
+                self.held = Some(held);
+                self.conn.begin_data(size);
                 Reply::start_data()
             }
         };
         self.reply(reply);
     }
 }
+
+/// What a message without a declared size holds of the budget at DATA; more is taken as
+/// its content arrives.
+pub(super) const FIRST_HOLD: u64 = 1024 * 1024;
 
 /// The first `limit` recipients, and the rest.
 fn split_at_limit(mut rcpts: Vec<Recipient>, limit: usize) -> (Vec<Recipient>, Vec<Recipient>) {

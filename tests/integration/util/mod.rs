@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod hop;
 pub mod sink;
 
 use std::io::BufRead;
@@ -12,6 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+
+/// The filterd binary the process tests run: this build's, or `FILTERD_TEST_BIN` (to run
+/// the same tests against another version, e.g. to show a test fails without a fix).
+pub fn filterd_binary() -> String {
+    std::env::var("FILTERD_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_filterd").into())
+}
 
 /// A filterd process started from the built binary with its own config in a temp dir.
 /// Killed on drop, so a failing test never leaves it behind.
@@ -56,7 +63,7 @@ impl Filterd {
             ));
         }
         std::fs::write(&path, config).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_filterd"))
+        let mut child = Command::new(filterd_binary())
             .arg("--config")
             .arg(&path)
             .env("RUST_LOG", "info")
