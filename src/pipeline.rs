@@ -52,6 +52,7 @@ pub struct Pipeline {
     guard: Guard,
     quarantine: Option<Quarantine>,
     max_passes: usize,
+    max_scan: usize,
 }
 
 /// What [`Pipeline::prepare`] found before the scan.
@@ -107,6 +108,7 @@ impl Pipeline {
             guard: Guard::default(),
             quarantine: cfg.quarantine.as_ref().map(|q| q.store.clone()),
             max_passes: cfg.max_passes,
+            max_scan: cfg.max_scan,
         }
     }
 
@@ -180,7 +182,8 @@ impl Pipeline {
         // 1. features (tokens only when Bayes can vote or learn, or the model runs)
         let bayes = (self.autolearn.is_some() || self.bayes_ready()) && !skipped("bayes");
         let model = self.model && !skipped("model");
-        let features = Features::extract_with(msg, now, bayes || model);
+        let view = crate::message::features::scan_view(msg, self.max_scan);
+        let features = Features::extract_with(view, now, bayes || model);
         // 2. checks
         let auth = prepared.auth.as_ref();
         let input = Input {

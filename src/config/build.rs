@@ -80,6 +80,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// A message carrying this many of our own Received lines is looping.
     pub max_passes: usize,
+    /// Bytes of a message the scan reads at most (besides the header block).
+    pub max_scan: usize,
 }
 
 /// The Bayes part of a configuration.
@@ -106,6 +108,7 @@ impl Config {
         }
         positive("scan.budget_ms", raw.scan.budget_ms, &mut p);
         positive("scan.max_passes", raw.scan.max_passes as u64, &mut p);
+        positive("scan.max_scan_kb", raw.scan.max_scan_kb as u64, &mut p);
         let policies = super::policy::build_policies(&raw, &mut p);
         let quarantine = super::policy::build_quarantine(&raw, &policies);
         let scores = build_scores(&raw, &mut p);
@@ -141,6 +144,7 @@ impl Config {
             model,
             auth,
             max_passes: raw.scan.max_passes,
+            max_scan: raw.scan.max_scan_kb.saturating_mul(1024),
         })
     }
 }

@@ -439,6 +439,9 @@ pub struct RawScan {
     /// A message that already carries this many of our own Received lines is in a mail loop
     /// and is refused with 554 5.4.6.
     pub max_passes: usize,
+    /// Only the first this many KB of a message are scanned (the whole header block always);
+    /// the whole message is still relayed, byte for byte.
+    pub max_scan_kb: usize,
 }
 
 impl Default for RawScan {
@@ -446,6 +449,7 @@ impl Default for RawScan {
         RawScan {
             budget_ms: 5000,
             max_passes: 3,
+            max_scan_kb: 1024,
         }
     }
 }

@@ -201,6 +201,16 @@ impl<'m> Features<'m> {
     }
 }
 
+/// What the scan reads of a message: all of it up to `limit` bytes, else the whole header
+/// block and whole lines up to `limit` (the message itself is relayed whole).
+pub fn scan_view(msg: &[u8], limit: usize) -> &[u8] {
+    if msg.len() <= limit {
+        return msg;
+    }
+    let cut = memchr::memrchr(b'\n', &msg[..limit]).map_or(limit, |i| i + 1);
+    &msg[..cut.max(HeaderBlock::parse(msg).end)]
+}
+
 fn first_addr(a: &Address<'_>) -> Option<NamedAddr> {
     let a = a.first()?;
     Some(NamedAddr {
@@ -247,6 +257,21 @@ Content-Type: text/html\r\n\r\n<p>hi</p>\r\n";
         assert_eq!(f.date, DateField::At(1_795_442_400));
         assert_eq!(f.received_dates, vec![Some(1_795_445_955)]);
         assert_eq!((f.mime.text_parts, f.mime.html_parts), (0, 1));
+    }
+
+    #[test]
+    fn the_scan_reads_whole_lines_and_the_whole_header_block() {
+        let m = b"Subject: x\r\nX-Long: aaaaaaaaaa\r\n\r\nline one\r\nline two\r\n";
+        assert_eq!(scan_view(m, 1000), &m[..]);
+        assert_eq!(
+            scan_view(m, 45),
+            &b"Subject: x\r\nX-Long: aaaaaaaaaa\r\n\r\nline one\r\n"[..]
+        );
+        assert_eq!(
+            scan_view(m, 5),
+            &b"Subject: x\r\nX-Long: aaaaaaaaaa\r\n"[..],
+            "never inside the header block"
+        );
     }
 
     #[test]

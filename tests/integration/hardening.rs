@@ -452,3 +452,120 @@ async fn a_message_that_passed_too_often_is_refused_as_a_loop() {
     assert_eq!(hop.delivered_count(), 1);
     f.expect_log("Blocked LOOP");
 }
+
+/// A big message: headers, a text part, and an attachment of `mb` MB in base64.
+fn big_message(mb: usize) -> Vec<u8> {
+    let mut m = b"From: a@example.org\r\nTo: b@example.net\r\nSubject: the files\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <big@example.org>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\nContent-Type: text/plain\r\n\r\nhere they are\r\n--XX\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n".to_vec();
+    let line = b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0\r\n";
+    while m.len() < mb * 1024 * 1024 {
+        m.extend_from_slice(line);
+    }
+    m.extend_from_slice(b"--XX--\r\n");
+    m
+}
+
+/// Open `n` sessions up to the end of the content of `message` (everything but the final
+/// dot), declaring its size; returns them with the reply each got to DATA.
+async fn almost_sent(
+    addr: std::net::SocketAddr,
+    n: usize,
+    message: &[u8],
+) -> Vec<(Client, String)> {
+    let mut wire = vec![];
+    filterd::smtp::codec::dot_stuff(&[message], &mut wire);
+    let body = &wire[..wire.len() - 3];
+    let mut out = vec![];
+    for _ in 0..n {
+        let (mut c, _) = Client::connect(addr).await;
+        assert!(c.cmd("EHLO client.test").await.starts_with("250"));
+        let r = c
+            .cmd(&format!("MAIL FROM:<a@example.org> SIZE={}", message.len()))
+            .await;
+        assert!(r.starts_with("250"), "{r}");
+        assert!(c.cmd("RCPT TO:<b@example.net>").await.starts_with("250"));
+        let r = c.cmd("DATA").await;
+        if r.starts_with("354") {
+            c.send(body).await;
+        }
+        out.push((c, r));
+    }
+    out
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<f64>().ok())
+        .map_or(0.0, |k| k / 1024.0)
+}
+
+/// Eight 40 MB messages held at once by one filterd with the default settings (the model
+/// scanning each) cost it about their size once: peak RSS under 400 MB.
+#[tokio::test(flavor = "multi_thread")]
+async fn eight_concurrent_40_mb_messages_stay_under_400_mb() {
+    let hop = Hop::start(|mut c| async move {
+        if c.greet().await.is_some() {
+            c.serve().await;
+        }
+    })
+    .await;
+    let f = Filterd::start(hop.addr, "");
+    let message = big_message(40);
+    let mut sessions = almost_sent(f.addr(), 8, &message).await;
+    for (c, r) in &mut sessions {
+        assert!(r.starts_with("354"), "{r}");
+        c.send(b".\r\n").await;
+    }
+    for (c, _) in &mut sessions {
+        let r = c.reply().await;
+        assert!(r.starts_with("250"), "{r}");
+    }
+    let peak = peak_rss_mb(f.child.id());
+    assert_eq!(hop.delivered_count(), 8);
+    assert!(peak < 400.0, "peak RSS {peak:.0} MB for 8 x 40 MB");
+    eprintln!("peak RSS {peak:.0} MB for 8 concurrent 40 MB messages");
+}
+
+/// With `max_bytes_in_flight_mb = 100`, eight 12 MB messages fit and the ninth gets 452 at
+/// DATA; once the others are through, its retry is delivered.
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_memory_budget_data_gets_452_and_the_retry_is_delivered() {
+    let hop = Hop::start(|mut c| async move {
+        if c.greet().await.is_some() {
+            c.serve().await;
+        }
+    })
+    .await;
+    let f = Filterd::start(
+        hop.addr,
+        &format!("max_bytes_in_flight_mb = 100\nmax_message_size = 20000000\n{NO_MODEL}"),
+    );
+    let message = big_message(12);
+    let mut sessions = almost_sent(f.addr(), 9, &message).await;
+    let codes: Vec<&str> = sessions.iter().map(|(_, r)| code(r)).collect();
+    assert_eq!(
+        codes,
+        [
+            "354", "354", "354", "354", "354", "354", "354", "354", "452"
+        ]
+    );
+    assert!(sessions[8].1.starts_with("452 4.3.1"), "{}", sessions[8].1);
+    for (c, _) in sessions.iter_mut().take(8) {
+        c.send(b".\r\n").await;
+        let r = c.reply().await;
+        assert!(r.starts_with("250"), "{r}");
+    }
+    let (c, _) = &mut sessions[8];
+    let r = c.cmd("DATA").await;
+    assert!(r.starts_with("354"), "the retry: {r}");
+    let mut wire = vec![];
+    filterd::smtp::codec::dot_stuff(&[&message], &mut wire);
+    c.send(&wire).await;
+    let r = c.reply().await;
+    assert!(r.starts_with("250"), "{r}");
+    assert_eq!(hop.delivered_count(), 9);
+    f.expect_log("memory budget for messages in flight used up");
+}
