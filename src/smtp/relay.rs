@@ -683,4 +683,85 @@ mod tests {
         assert!(parse(b"250-a\r\n").await.is_err());
         assert!(parse(b"250-a\r\n251 b\r\n").await.is_err());
     }
+
+    /// Random streams of reply pieces (codes, separators, enhanced codes, line ends, junk,
+    /// over-long lines): the parser never panics, every reply it returns is well-formed, and
+    /// one well-formed reply always parses to itself.
+    #[tokio::test]
+    async fn the_reply_parser_survives_random_input() {
+        let pieces: &[&[u8]] = &[
+            b"250",
+            b"354",
+            b"421",
+            b"550",
+            b"199",
+            b"600",
+            b"25",
+            b"2500",
+            b"-",
+            b" ",
+            b"\r\n",
+            b"\n",
+            b"\r",
+            b"2.0.0",
+            b"5.7.1",
+            b"9.9.9",
+            b"4.",
+            b"Ok",
+            b"queued as X",
+            b"\xff\x00",
+            b"\t",
+            b"...",
+        ];
+        let mut x: u64 = 0x243F6A8885A308D3;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..20_000 {
+            let mut wire = vec![];
+            for _ in 0..(next() % 12 + 1) {
+                wire.extend_from_slice(pieces[(next() as usize) % pieces.len()]);
+            }
+            if round % 97 == 0 {
+                wire.extend(std::iter::repeat_n(b'x', 5000));
+            }
+            let mut r = BufReader::new(&wire[..]);
+            let mut line = vec![];
+            // Read replies until the input is used up or one fails.
+            for _ in 0..16 {
+                match read_reply(&mut r, &mut line).await {
+                    Ok(reply) => {
+                        assert!((200..600).contains(&reply.code), "{reply:?} from {wire:?}");
+                        assert!(!reply.lines.is_empty() && reply.lines.len() <= 101);
+                        if let Some(e) = reply.enhanced {
+                            assert_eq!(u16::from(e.0), reply.code / 100);
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let good = Reply::new(451, Some(Enhanced(4, 3, 0)), "try later");
+        assert_eq!(parse(&good.to_wire()).await.unwrap(), good);
+    }
+
+    #[test]
+    fn only_fitting_replies_answer_a_step() {
+        for (step, fits, misfits) in [
+            (Step::Mail, &[250, 451, 550][..], &[354, 334][..]),
+            (Step::Rcpt, &[250, 251, 452, 550], &[354]),
+            (Step::Data, &[354, 451, 554], &[250, 220, 334]),
+            (Step::Content, &[250, 451, 552], &[354, 334]),
+        ] {
+            for c in fits {
+                assert!(step.fits(*c), "{step:?} {c}");
+            }
+            for c in misfits {
+                assert!(!step.fits(*c), "{step:?} {c}");
+            }
+        }
+    }
 }

@@ -137,72 +137,161 @@ fn a_bank_skipping_a_check_scores_without_it_and_unwanted_checks_do_not_run() {
     );
 }
 
-#[test]
-fn mangled_messages_never_panic_and_keep_their_bytes() {
-    let p = Pipeline::new(&config());
-    let env = envelope();
-    let tokens: &[&[u8]] = &[
-        b"\r\n",
-        b"\n",
-        b"\r",
-        b"--",
-        b"XX",
-        b"b1",
-        b"boundary=",
-        b"Content-Type: multipart/mixed;",
-        b"=?utf-8?q?",
-        b"?=",
-        b"=",
-        b":",
-        b" ",
-        b"\t",
-        b"\xff\xfe",
-        b"<",
-        b">",
-        b"@",
-        b"\r\n\r\n",
-        b"Content-Transfer-Encoding: base64\r\n",
-        b"Date: ",
-        b"Received: ",
-        b"Subject: ",
-        b"***SPAM*** ",
-        b";",
-    ];
-    let mut x: u64 = 0x2545F4914F6CDD1D;
-    let mut next = || {
+/// Pieces the mutations splice in: line ends, MIME syntax, header names, odd bytes.
+const TOKENS: &[&[u8]] = &[
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b"--",
+    b"XX",
+    b"b1",
+    b"boundary=",
+    b"Content-Type: multipart/mixed;",
+    b"=?utf-8?q?",
+    b"?=",
+    b"=",
+    b":",
+    b" ",
+    b"\t",
+    b"\xff\xfe",
+    b"<",
+    b">",
+    b"@",
+    b"\r\n\r\n",
+    b"Content-Transfer-Encoding: base64\r\n",
+    b"Date: ",
+    b"Received: ",
+    b"Subject: ",
+    b"***SPAM*** ",
+    b";",
+    b"\r\n.\r\n",
+    b"\n.\n",
+];
+
+/// A deterministic xorshift generator.
+fn rng(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed;
+    move || {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         x
-    };
-    for seed in SEEDS {
-        for _ in 0..2000 {
-            let mut m = seed.to_vec();
-            for _ in 0..(next() % 8 + 1) {
-                let at = (next() as usize) % (m.len() + 1);
-                match next() % 4 {
-                    0 => {
-                        let t = tokens[(next() as usize) % tokens.len()];
-                        m.splice(at..at, t.iter().copied());
-                    }
-                    1 if at < m.len() => m[at] = next() as u8,
-                    2 => m.truncate(at),
-                    _ => {
-                        let end = (at + (next() as usize) % 16).min(m.len());
-                        m.drain(at..end);
-                    }
-                }
+    }
+}
+
+/// One to eight random edits: splice a token, flip a byte, truncate, cut a run.
+fn mutate(seed: &[u8], next: &mut impl FnMut() -> u64) -> Vec<u8> {
+    let mut m = seed.to_vec();
+    for _ in 0..(next() % 8 + 1) {
+        let at = (next() as usize) % (m.len() + 1);
+        match next() % 4 {
+            0 => {
+                let t = TOKENS[(next() as usize) % TOKENS.len()];
+                m.splice(at..at, t.iter().copied());
             }
-            let d = p.scan_at(&env, &m, "AbCdEf123456", 1_795_442_400);
-            let (rewrite, _) = relayed(&d);
-            let out = rewrite.parts(&m).concat();
-            let end = HeaderBlock::parse(&m).end;
-            assert!(
-                out.ends_with(&m[end..]),
-                "body changed for {:?}",
-                String::from_utf8_lossy(&m)
-            );
-            assert_eq!(out.len(), rewrite.len());
+            1 if at < m.len() => m[at] = next() as u8,
+            2 => m.truncate(at),
+            _ => {
+                let end = (at + (next() as usize) % 16).min(m.len());
+                m.drain(at..end);
+            }
         }
     }
+    m
+}
+
+/// What a lenient next hop (Postfix) makes of dot-stuffed content: every line (a bare LF
+/// ends one too) loses a leading dot, up to the `.` line.
+fn unstuff_leniently(wire: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(wire.len());
+    for line in wire.split_inclusive(|&b| b == b'\n') {
+        if line == b".\r\n" {
+            return out;
+        }
+        out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+    }
+    panic!("no end of data");
+}
+
+/// Scan `m`, check the relayed copy ends with the original body unchanged, and that the copy
+/// survives the relay's dot-stuffing in random chunks byte for byte, read as a next hop that
+/// takes a bare LF for a line end reads it.
+fn check_relayed(p: &Pipeline, m: &[u8], next: &mut impl FnMut() -> u64) {
+    let d = p.scan_at(&envelope(), m, "AbCdEf123456", 1_795_442_400);
+    let (rewrite, _) = relayed(&d);
+    let out = rewrite.parts(m).concat();
+    let end = HeaderBlock::parse(m).end;
+    assert!(
+        out.ends_with(&m[end..]),
+        "body changed for {:?}",
+        String::from_utf8_lossy(m)
+    );
+    assert_eq!(out.len(), rewrite.len());
+    // Through the relay's chunked dot-stuffing and back through the codec.
+    let mut stuffer = filterd::smtp::codec::DotStuffer::default();
+    let mut wire = vec![];
+    let mut rest = &out[..];
+    while !rest.is_empty() {
+        let n = ((next() as usize) % 4096 + 1).min(rest.len());
+        stuffer.push(&rest[..n], &mut wire);
+        rest = &rest[n..];
+    }
+    stuffer.finish(&mut wire);
+    let back = unstuff_leniently(&wire);
+    let mut want = out.clone();
+    if !want.is_empty() && !want.ends_with(b"\r\n") {
+        if want.ends_with(b"\n") {
+            want.pop();
+        }
+        want.extend_from_slice(b"\r\n");
+    }
+    assert_eq!(
+        back,
+        want,
+        "relayed bytes changed for {:?}",
+        String::from_utf8_lossy(m)
+    );
+}
+
+#[test]
+fn mangled_messages_never_panic_and_keep_their_bytes() {
+    let p = Pipeline::new(&config());
+    let mut next = rng(0x2545F4914F6CDD1D);
+    for seed in SEEDS {
+        for _ in 0..2000 {
+            let m = mutate(seed, &mut next);
+            check_relayed(&p, &m, &mut next);
+        }
+    }
+}
+
+/// The same with real mail: every 20th message of the shared corpus, twenty mutations each.
+#[test]
+fn mangled_corpus_messages_never_panic_and_keep_their_bytes() {
+    let Some(corpus) = crate::util::corpus() else {
+        return;
+    };
+    let p = Pipeline::new(&config());
+    let mut next = rng(0x9E3779B97F4A7C15);
+    let mut files: Vec<_> = ["easy_ham", "hard_ham", "spam", "spam_2"]
+        .iter()
+        .flat_map(|d| {
+            std::fs::read_dir(corpus.join(d))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    let mut scanned = 0;
+    for f in files.iter().step_by(20) {
+        let Ok(seed) = std::fs::read(f) else { continue };
+        for _ in 0..20 {
+            let m = mutate(&seed, &mut next);
+            check_relayed(&p, &m, &mut next);
+            scanned += 1;
+        }
+    }
+    assert!(scanned > 1000, "only {scanned} mutated corpus messages");
 }

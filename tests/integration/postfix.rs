@@ -538,3 +538,66 @@ async fn gtube_to_a_blocked_domain_is_quarantined_and_released_exactly_once() {
     );
     assert!(!pf.maillog().contains("status=bounced"), "{}", pf.maillog());
 }
+
+/// A spam wave that filterd discards, then ham, over one injection session: every blocked
+/// message makes filterd RSET the reinjection smtpd's transaction, and Postfix counts RSET as
+/// a junk command. filterd retires a next-hop connection before Postfix's limit, so Postfix
+/// never slows down or drops it: no "too many errors", nothing deferred, the ham delivered
+/// once each.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blocked_spam_wave_never_trips_postfix_junk_command_limit() {
+    if unavailable().is_some() {
+        return;
+    }
+    let sink = Sink::start(Behaviour::default()).await;
+    let reinject = free_port();
+    let f = Filterd::start(SocketAddr::from(([127, 0, 0, 1], reinject)), "");
+    let pf = Postfix::start(f.addr().port(), reinject, sink.addr);
+    let (mut c, g) = Client::connect_from("127.0.0.2".parse().unwrap(), pf.smtpd).await;
+    assert!(g.starts_with("220"), "{g}");
+    let spam = crate::util::gtube();
+    for i in 0..1500 {
+        let r = c
+            .send_message("spammer@sink.test", &["bob@sink.test"], &spam)
+            .await;
+        assert!(r.starts_with("250"), "Postfix refused spam {i}: {r}");
+        assert!(c.cmd("RSET").await.starts_with("250"));
+    }
+    for i in 0..20 {
+        let r = c
+            .send_message("alice@sink.test", &["bob@sink.test"], &message(i))
+            .await;
+        assert!(r.starts_with("250"), "Postfix refused ham {i}: {r}");
+        assert!(c.cmd("RSET").await.starts_with("250"));
+    }
+    c.cmd("QUIT").await;
+    settle(&pf, &sink, 20, "20 ham after 1500 spam").await;
+    let log = pf.maillog();
+    assert!(
+        !log.contains("too many errors"),
+        "Postfix dropped a filterd connection:\n{}",
+        tail(&log)
+    );
+    assert!(
+        !log.contains("status=deferred"),
+        "something was deferred:\n{}",
+        tail(&log)
+    );
+    let mut seen = [0usize; 20];
+    for m in sink.received() {
+        seen[marker(&m.data).expect("only ham reaches the sink")] += 1;
+    }
+    assert!(
+        seen.iter().all(|&n| n == 1),
+        "ham not exactly once: {seen:?}"
+    );
+    assert!(
+        f.wait_log_count("Blocked SPAM", 1500, Duration::from_secs(30)),
+        "not every spam was blocked"
+    );
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
