@@ -4,10 +4,11 @@
 
 use crate::pipeline::Pipeline;
 use crate::smtp::budget::Budget;
-use crate::smtp::relay::RelayPool;
+use crate::smtp::relay::{RelayPool, is_own_connection};
 use crate::smtp::reply::Reply;
 use crate::smtp::session::{Session, SessionConfig};
 use ipnet::IpNet;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -49,7 +50,10 @@ pub(super) async fn accept_loop(listener: TcpListener, ctx: AcceptContext) {
             tokio::spawn(refuse(stream, Reply::client_refused(ip)));
             continue;
         }
-        if crate::smtp::relay::is_own_connection(std::net::SocketAddr::new(ip, peer.port())) {
+        let local = stream
+            .local_addr()
+            .map(|a| SocketAddr::new(canonical(a.ip()), a.port()));
+        if local.is_ok_and(|l| is_own_connection(SocketAddr::new(ip, peer.port()), l)) {
             tracing::error!(client = %peer, "mail loop: a connection from this filterd's own relay client; next_hop leads back here");
             tokio::spawn(refuse(stream, Reply::loop_connection()));
             continue;

@@ -197,23 +197,27 @@ impl Capabilities {
     }
 }
 
-/// The local addresses of this process' open next-hop connections: a client connecting
-/// from one of them is this filterd itself (a next hop that leads back here).
-static OWN: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<SocketAddr>>> =
+/// The two ends (ours, the next hop's) of this process' open next-hop connections: an
+/// accepted connection whose ends are one of these, the other way round, is this filterd
+/// talking to itself (a next hop that leads back here). Both ends, because the same local
+/// port is used for connections to different places.
+type Ends = (SocketAddr, SocketAddr);
+static OWN: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<Ends>>> =
     std::sync::LazyLock::new(Default::default);
 
-/// True when `peer` is one of this process' own next-hop connections.
-pub fn is_own_connection(peer: SocketAddr) -> bool {
+/// True when a connection accepted on `local` from `peer` is one of this process' own
+/// next-hop connections.
+pub fn is_own_connection(peer: SocketAddr, local: SocketAddr) -> bool {
     OWN.lock()
         .unwrap_or_else(|e| e.into_inner())
-        .contains(&peer)
+        .contains(&(peer, local))
 }
 
 /// One open connection to the next hop, between transactions or inside one.
 #[derive(Debug)]
 pub struct RelayConn {
-    /// Our end, registered in [`OWN`] while the connection lives.
-    local: Option<SocketAddr>,
+    /// Both ends, registered in [`OWN`] while the connection lives.
+    ends: Option<Ends>,
     io: BufReader<TcpStream>,
     caps: Capabilities,
     hop: std::sync::Arc<NextHop>,
@@ -225,8 +229,8 @@ pub struct RelayConn {
 
 impl Drop for RelayConn {
     fn drop(&mut self) {
-        if let Some(l) = self.local {
-            OWN.lock().unwrap_or_else(|e| e.into_inner()).remove(&l);
+        if let Some(e) = self.ends {
+            OWN.lock().unwrap_or_else(|e| e.into_inner()).remove(&e);
         }
     }
 }
@@ -268,12 +272,12 @@ impl RelayConn {
             .map_err(|_| RelayError::Timeout("connect"))?
             .map_err(RelayError::Connect)?;
         stream.set_nodelay(true).ok();
-        let local = stream.local_addr().ok();
-        if let Some(l) = local {
-            OWN.lock().unwrap_or_else(|e| e.into_inner()).insert(l);
+        let ends = stream.local_addr().ok().zip(stream.peer_addr().ok());
+        if let Some(e) = ends {
+            OWN.lock().unwrap_or_else(|e| e.into_inner()).insert(e);
         }
         let mut conn = RelayConn {
-            local,
+            ends,
             io: BufReader::with_capacity(4096, stream),
             caps: Capabilities::default(),
             hop,
@@ -746,6 +750,20 @@ mod tests {
         }
         let good = Reply::new(451, Some(Enhanced(4, 3, 0)), "try later");
         assert_eq!(parse(&good.to_wire()).await.unwrap(), good);
+    }
+
+    #[test]
+    fn only_a_connection_with_both_ends_of_ours_is_our_own() {
+        let ours: SocketAddr = "127.0.0.1:40014".parse().unwrap();
+        let hop: SocketAddr = "127.0.0.1:10024".parse().unwrap();
+        OWN.lock().unwrap().insert((ours, hop));
+        assert!(is_own_connection(ours, hop), "our relay client at our listener");
+        // The same local port, used by another client towards another listener: not ours
+        // (Linux reuses ephemeral ports for different destinations).
+        let other: SocketAddr = "127.0.0.1:10026".parse().unwrap();
+        assert!(!is_own_connection(ours, other));
+        OWN.lock().unwrap().remove(&(ours, hop));
+        assert!(!is_own_connection(ours, hop));
     }
 
     #[test]
