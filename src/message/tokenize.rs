@@ -118,6 +118,29 @@ struct Tokenizer {
     keep_text: bool,
     texts: Vec<String>,
     word: String,
+    /// Single letters of a spelled-out word, and a scratch word (ASCII path).
+    letters: Vec<u8>,
+    scratch: Vec<u8>,
+    formatted: Vec<u8>,
+}
+
+/// The bytes that make up words (ASCII): letters, digits and `' - $ ! . @ _`.
+const fn word_bytes() -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(c, b'\'' | b'-' | b'$' | b'!' | b'.' | b'@' | b'_');
+        b += 1;
+    }
+    t
+}
+static WORD_BYTE: [bool; 256] = word_bytes();
+
+/// The bytes trimmed off both ends of a word.
+fn trimmed_byte(b: u8) -> bool {
+    matches!(b, b'.' | b'-' | b'\'' | b'!' | b'_')
 }
 
 impl Tokenizer {
@@ -222,8 +245,88 @@ impl Tokenizer {
         }
     }
 
+    /// Words of ASCII `text`, with `prefix`: the same tokens as the general path below,
+    /// byte by byte and without an allocation per word.
+    fn text_ascii(&mut self, prefix: &str, text: &[u8]) {
+        let mut letters = std::mem::take(&mut self.letters);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        letters.clear();
+        let mut i = 0;
+        while i < text.len() {
+            while i < text.len() && !WORD_BYTE[usize::from(text[i])] {
+                i += 1;
+            }
+            let start = i;
+            while i < text.len() && WORD_BYTE[usize::from(text[i])] {
+                i += 1;
+            }
+            let mut w = &text[start..i];
+            while let [first, rest @ ..] = w
+                && trimmed_byte(*first)
+            {
+                w = rest;
+            }
+            while let [rest @ .., last] = w
+                && trimmed_byte(*last)
+            {
+                w = rest;
+            }
+            match w {
+                [] => continue,
+                [c] => {
+                    // Single letters: maybe a word spelled out ("v i a g r a").
+                    if c.is_ascii_alphabetic() {
+                        letters.push(c.to_ascii_lowercase());
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            self.flush_letters(prefix, &mut letters);
+            scratch.clear();
+            scratch.extend(w.iter().map(u8::to_ascii_lowercase));
+            let n = scratch.len();
+            if n > 6 && scratch.iter().all(u8::is_ascii_digit) {
+                self.push_bytes(prefix, format_args!("num:{n}"));
+            } else if n > 24 {
+                let head = &scratch[..8];
+                let head = std::str::from_utf8(head).unwrap_or_default();
+                self.push_bytes(prefix, format_args!("skip:{head}:{}", n / 8));
+            } else {
+                let word = std::str::from_utf8(&scratch).unwrap_or_default();
+                self.push(prefix, word);
+            }
+        }
+        self.flush_letters(prefix, &mut letters);
+        self.letters = letters;
+        self.scratch = scratch;
+    }
+
+    /// Three or more single letters in a row are one word.
+    fn flush_letters(&mut self, prefix: &str, letters: &mut Vec<u8>) {
+        if letters.len() >= 3 {
+            let w = std::str::from_utf8(letters).unwrap_or_default();
+            self.push(prefix, w);
+        }
+        letters.clear();
+    }
+
+    /// A token made by formatting (the `num:` and `skip:` forms), without an allocation.
+    fn push_bytes(&mut self, prefix: &str, word: std::fmt::Arguments<'_>) {
+        use std::io::Write as _;
+        let mut buf = std::mem::take(&mut self.formatted);
+        buf.clear();
+        let _ = buf.write_fmt(word);
+        let w = std::str::from_utf8(&buf).unwrap_or_default();
+        self.push(prefix, w);
+        self.formatted = buf;
+    }
+
     /// Words of `text`, with `prefix`.
     fn text(&mut self, prefix: &str, text: &str) {
+        if text.is_ascii() {
+            return self.text_ascii(prefix, text.as_bytes());
+        }
         let mut letters = String::new();
         let flush_letters = |t: &mut Tokenizer, letters: &mut String| {
             if letters.chars().count() >= 3 {
@@ -336,6 +439,12 @@ fn header_text(v: &HeaderValue<'_>) -> String {
 fn find_url_start(b: &[u8]) -> Option<(usize, usize)> {
     let mut i = 0;
     while i + 4 <= b.len() {
+        // Every pattern starts with h or w (either case): skip other bytes at one compare.
+        let c = b[i] | 0x20;
+        if c != b'h' && c != b'w' {
+            i += 1;
+            continue;
+        }
         let rest = &b[i..];
         if rest.len() >= 7 && rest[..7].eq_ignore_ascii_case(b"http://") {
             return Some((i, 7));

@@ -757,7 +757,10 @@ mod tests {
         let ours: SocketAddr = "127.0.0.1:40014".parse().unwrap();
         let hop: SocketAddr = "127.0.0.1:10024".parse().unwrap();
         OWN.lock().unwrap().insert((ours, hop));
-        assert!(is_own_connection(ours, hop), "our relay client at our listener");
+        assert!(
+            is_own_connection(ours, hop),
+            "our relay client at our listener"
+        );
         // The same local port, used by another client towards another listener: not ours
         // (Linux reuses ephemeral ports for different destinations).
         let other: SocketAddr = "127.0.0.1:10026".parse().unwrap();

@@ -70,35 +70,44 @@ impl Featurised {
     }
 }
 
-fn fnv(salt: &[u8], data: &[u8]) -> u64 {
-    crate::fnv::fnv1a(&[salt, data])
+/// FNV-1a states after the salts of the two feature kinds.
+const NGRAM_SALT: u64 = crate::fnv::fnv1a_from(crate::fnv::BASIS, b"c4:");
+const TOKEN_SALT: u64 = crate::fnv::fnv1a_from(crate::fnv::BASIS, b"tk:");
+
+thread_local! {
+    /// A bitmap over the feature space, all zero between uses (each use clears the words it
+    /// set), so featurising neither allocates nor zeroes 32 KB per message.
+    static BITS: std::cell::RefCell<Vec<u64>> = std::cell::RefCell::new(vec![0; DIM / 64]);
 }
 
 /// Features of a message: its byte 4-grams and its Bayes tokens.
 pub fn featurise(raw: &[u8], tokens: &Tokens) -> Featurised {
     let head = &raw[..raw.len().min(NGRAM_BYTES)];
     let lower: Vec<u8> = head.iter().map(u8::to_ascii_lowercase).collect();
-    // A bitmap over the feature space gives the sorted, distinct ids without sorting.
-    let mut bits = vec![0u64; DIM / 64];
-    let mut set = |id: u64| {
-        let id = (id % DIM as u64) as usize;
-        bits[id >> 6] |= 1u64 << (id & 63);
-    };
-    for w in lower.windows(4) {
-        set(fnv(b"c4:", w));
-    }
-    for t in &tokens.0 {
-        set(fnv(b"tk:", &t.to_le_bytes()));
-    }
-    let mut ids = Vec::with_capacity(4096);
-    for (i, &word) in bits.iter().enumerate() {
-        let mut x = word;
-        while x != 0 && ids.len() < MAX_FEATURES {
-            ids.push((i * 64) as u32 + x.trailing_zeros());
-            x &= x - 1;
+    BITS.with(|bits| {
+        let mut bits = bits.borrow_mut();
+        // A bitmap over the feature space gives the sorted, distinct ids without sorting.
+        let mut set = |id: u64| {
+            let id = (id % DIM as u64) as usize;
+            bits[id >> 6] |= 1u64 << (id & 63);
+        };
+        for w in lower.windows(4) {
+            set(crate::fnv::fnv1a_from(NGRAM_SALT, w));
         }
-    }
-    Featurised { ids }
+        for t in &tokens.0 {
+            set(crate::fnv::fnv1a_from(TOKEN_SALT, &t.to_le_bytes()));
+        }
+        let mut ids = Vec::with_capacity(lower.len() + tokens.0.len());
+        for (i, word) in bits.iter_mut().enumerate() {
+            // Read and clear: the bitmap is all zero again afterwards.
+            let mut x = std::mem::take(word);
+            while x != 0 && ids.len() < MAX_FEATURES {
+                ids.push((i * 64) as u32 + x.trailing_zeros());
+                x &= x - 1;
+            }
+        }
+        Featurised { ids }
+    })
 }
 
 /// The model's own score for a feature vector, without ONNX: what training optimises and
