@@ -6,6 +6,7 @@
 //! whose cache keeps answers for their TTL up to a bounded number of entries). A timeout or
 //! DNS failure becomes a temperror result and a hit, never a stalled or failed message.
 
+mod cache;
 pub mod origin;
 mod results;
 pub mod sign;
@@ -64,6 +65,7 @@ impl AuthConfig {
 pub struct Verifier {
     settings: AuthSettings,
     resolver: MessageAuthenticator,
+    records: verify::Records,
 }
 
 impl std::fmt::Debug for Verifier {

@@ -2,6 +2,7 @@
 //! chain at once, then DMARC on their results, all under one deadline. Whatever the budget
 //! does not cover becomes a temperror result, never a wait.
 
+use super::cache::TtlCache;
 use super::results::{self, Found};
 use super::{
     AuthResult, AuthSettings, AuthVerdict, DkimVerdict, DmarcPolicy, DmarcVerdict, ResolverError,
@@ -13,11 +14,43 @@ use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
-    ArcOutput, AuthenticatedMessage, DkimOutput, DkimResult, DmarcOutput, DmarcResult,
-    MessageAuthenticator, SpfOutput, SpfResult,
+    ArcOutput, AuthenticatedMessage, DkimOutput, DkimResult, DmarcOutput, DmarcResult, MX,
+    MessageAuthenticator, Parameters, RecordSet, SpfOutput, SpfResult, Txt,
 };
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use tokio::time::Instant;
+
+/// Parsed records, cached for their TTL (see [`TtlCache`]).
+pub(super) struct Records {
+    txt: TtlCache<Box<str>, Txt>,
+    mx: TtlCache<Box<str>, RecordSet<MX>>,
+    ipv4: TtlCache<Box<str>, RecordSet<Ipv4Addr>>,
+    ipv6: TtlCache<Box<str>, RecordSet<Ipv6Addr>>,
+    ptr: TtlCache<IpAddr, RecordSet<Box<str>>>,
+}
+
+impl Records {
+    fn new(capacity: usize) -> Self {
+        Records {
+            txt: TtlCache::new(capacity),
+            mx: TtlCache::new(capacity),
+            ipv4: TtlCache::new(capacity),
+            ipv6: TtlCache::new(capacity),
+            ptr: TtlCache::new(capacity),
+        }
+    }
+}
+
+/// The parameters of one mail-auth call, with the record caches.
+type Cached<'x, P> = Parameters<
+    'x,
+    P,
+    TtlCache<Box<str>, Txt>,
+    TtlCache<Box<str>, RecordSet<MX>>,
+    TtlCache<Box<str>, RecordSet<Ipv4Addr>>,
+    TtlCache<Box<str>, RecordSet<Ipv6Addr>>,
+    TtlCache<IpAddr, RecordSet<Box<str>>>,
+>;
 
 /// What every step of one verification shares.
 struct Job<'a> {
@@ -64,7 +97,23 @@ impl Verifier {
         opts.edns0 = true;
         let resolver = MessageAuthenticator::new(config, opts)
             .map_err(|e| ResolverError(format!("cannot build the DNS resolver: {e}")))?;
-        Ok(Verifier { settings, resolver })
+        let records = Records::new(settings.cache_size as usize);
+        Ok(Verifier {
+            settings,
+            resolver,
+            records,
+        })
+    }
+
+    /// `p` with the record caches.
+    fn cached<P>(&self, p: P) -> Cached<'_, P> {
+        let r = &self.records;
+        Parameters::new(p)
+            .with_txt_cache(&r.txt)
+            .with_mx_cache(&r.mx)
+            .with_ipv4_cache(&r.ipv4)
+            .with_ipv6_cache(&r.ipv6)
+            .with_ptr_cache(&r.ptr)
     }
 
     /// The settings.
@@ -137,7 +186,9 @@ impl Verifier {
         let mail_from = async {
             tokio::time::timeout_at(
                 job.deadline,
-                r.verify_spf(SpfParameters::verify_mail_from(ip, helo, host, job.sender)),
+                r.verify_spf(
+                    self.cached(SpfParameters::verify_mail_from(ip, helo, host, job.sender)),
+                ),
             )
             .await
             .unwrap_or_else(|_| {
@@ -152,7 +203,7 @@ impl Verifier {
             Some(
                 tokio::time::timeout_at(
                     job.deadline,
-                    r.verify_spf(SpfParameters::verify_ehlo(ip, helo, host)),
+                    r.verify_spf(self.cached(SpfParameters::verify_ehlo(ip, helo, host))),
                 )
                 .await
                 .unwrap_or_else(|_| {
@@ -166,7 +217,7 @@ impl Verifier {
 
     /// Every DKIM signature.
     async fn dkim<'x>(
-        &self,
+        &'x self,
         job: &Job<'_>,
         m: Option<&'x AuthenticatedMessage<'x>>,
     ) -> Vec<DkimOutput<'x>> {
@@ -174,14 +225,14 @@ impl Verifier {
         if m.dkim_headers.is_empty() {
             return vec![];
         }
-        tokio::time::timeout_at(job.deadline, self.resolver.verify_dkim(m))
+        tokio::time::timeout_at(job.deadline, self.resolver.verify_dkim(self.cached(m)))
             .await
             .unwrap_or_else(|_| vec![DkimOutput::temp_err(timed_out())])
     }
 
     /// The ARC chain.
     async fn arc<'x>(
-        &self,
+        &'x self,
         job: &Job<'_>,
         m: Option<&'x AuthenticatedMessage<'x>>,
     ) -> ArcOutput<'x> {
@@ -191,7 +242,7 @@ impl Verifier {
         if m.ams_headers.is_empty() && m.as_headers.is_empty() && m.aar_headers.is_empty() {
             return ArcOutput::default();
         }
-        tokio::time::timeout_at(job.deadline, self.resolver.verify_arc(m))
+        tokio::time::timeout_at(job.deadline, self.resolver.verify_arc(self.cached(m)))
             .await
             .unwrap_or_else(|_| {
                 ArcOutput::default().with_result(DkimResult::TempError(timed_out()))
@@ -210,13 +261,16 @@ impl Verifier {
         let mail_from_domain = spf_domain(job.sender, job.helo).to_ascii_lowercase();
         let none = SpfOutput::new(mail_from_domain.clone());
         let params = DmarcParameters::new(m, dkim, &mail_from_domain, spf.unwrap_or(&none));
-        tokio::time::timeout_at(job.deadline, self.resolver.verify_dmarc(params))
-            .await
-            .unwrap_or_else(|_| {
-                DmarcOutput::new(from_domain.to_string())
-                    .with_dkim_result(DmarcResult::TempError(timed_out()))
-                    .with_spf_result(DmarcResult::TempError(timed_out()))
-            })
+        tokio::time::timeout_at(
+            job.deadline,
+            self.resolver.verify_dmarc(self.cached(params)),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            DmarcOutput::new(from_domain.to_string())
+                .with_dkim_result(DmarcResult::TempError(timed_out()))
+                .with_spf_result(DmarcResult::TempError(timed_out()))
+        })
     }
 
     /// Classify DMARC's output; a failing message gets the record's policy, with RFC 7489's

@@ -152,6 +152,20 @@ impl Decoder {
 
     /// Append bytes read from the client.
     pub fn extend(&mut self, bytes: &[u8]) {
+        self.compact();
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The buffer to read into directly (append at its end, at least `room` bytes free), so
+    /// what the socket gives is not copied once more.
+    pub fn read_target(&mut self, room: usize) -> &mut Vec<u8> {
+        self.compact();
+        self.buf.reserve(room);
+        &mut self.buf
+    }
+
+    /// Drop what was consumed before more is appended.
+    fn compact(&mut self) {
         if self.pos > 0 && self.pos == self.buf.len() {
             self.buf.clear();
             self.pos = 0;
@@ -165,7 +179,6 @@ impl Decoder {
             self.scan -= self.pos;
             self.pos = 0;
         }
-        self.buf.extend_from_slice(bytes);
     }
 
     /// True when part of a command line was read and not its end (also one too long to

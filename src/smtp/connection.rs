@@ -17,7 +17,6 @@ pub(crate) struct Connection<S> {
     /// An event taken from the decoder and given back (read ahead while gathering
     /// pipelined commands).
     pending: Option<Event>,
-    chunk: Vec<u8>,
     /// Bytes read since the client was told 354.
     data_bytes: u64,
 }
@@ -30,7 +29,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             decoder: Decoder::new(limits),
             out: Vec::with_capacity(1024),
             pending: None,
-            chunk: vec![0u8; READ_CHUNK],
             data_bytes: 0,
         }
     }
@@ -94,11 +92,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Read more bytes into the decoder; 0 means the client closed the connection.
     pub async fn read(&mut self) -> std::io::Result<usize> {
-        let n = self.stream.read(&mut self.chunk).await?;
+        let target = self.decoder.read_target(READ_CHUNK);
+        let n = self.stream.read_buf(target).await?;
         if self.decoder.in_data() {
             self.data_bytes += n as u64;
         }
-        self.decoder.extend(&self.chunk[..n]);
         Ok(n)
     }
 }

@@ -322,7 +322,7 @@ impl RelayConn {
                 batch.push_str("\r\n");
                 xforward_lines += 1;
                 if !self.caps.pipelining {
-                    self.send(&batch).await?;
+                    self.send_first(&batch).await?;
                     batch.clear();
                     self.expect_xforward_ok().await?;
                     xforward_lines -= 1;
@@ -353,7 +353,7 @@ impl RelayConn {
         }
         batch.push_str("\r\n");
         if !self.caps.pipelining {
-            self.send(&batch).await?;
+            self.send_first(&batch).await?;
             let mail = self.answer(Step::Mail).await?;
             if !mail.is_positive() {
                 self.settled()?;
@@ -365,7 +365,7 @@ impl RelayConn {
         for r in rcpts {
             self.push_rcpt(&mut batch, r);
         }
-        self.send(&batch).await?;
+        self.send_first(&batch).await?;
         for _ in 0..xforward_lines {
             self.expect_xforward_ok().await?;
         }
@@ -538,7 +538,7 @@ impl RelayConn {
     /// Abort the current transaction.
     pub async fn rset(&mut self) -> Result<(), RelayError> {
         self.rsets += 1;
-        self.send("RSET\r\n").await?;
+        self.send_first("RSET\r\n").await?;
         let r = self.read_reply("RSET reply").await?;
         if r.code != 250 {
             return Err(self.desync(format!("RSET: {}", r.one_line())));
@@ -554,15 +554,27 @@ impl RelayConn {
         }
     }
 
-    /// Send commands; nothing may be waiting from the next hop before (a reply nobody
-    /// asked for would be read as the answer to these).
-    async fn send(&mut self, s: &str) -> Result<(), RelayError> {
+    /// Send the first commands of a transaction (or RSET), on a connection that may have
+    /// been idle: nothing may be waiting from the next hop, not even unread on the socket (an
+    /// idle 421, a leftover reply would be read as the answer to these).
+    async fn send_first(&mut self, s: &str) -> Result<(), RelayError> {
         if !self.is_quiet() {
             let what = s.split_ascii_whitespace().next().unwrap_or("a command");
             return Err(self.desync(format!(
                 "the next hop sent something unasked before {what} (or closed the connection)"
             )));
         }
+        self.write(s).await
+    }
+
+    /// Send commands within a transaction: nothing may be left over from the replies read
+    /// so far (a late extra reply is caught by the rule that each reply fits its command).
+    async fn send(&mut self, s: &str) -> Result<(), RelayError> {
+        self.settled()?;
+        self.write(s).await
+    }
+
+    async fn write(&mut self, s: &str) -> Result<(), RelayError> {
         if let Err(e) = self.io.get_mut().write_all(s.as_bytes()).await {
             self.usable = false;
             return Err(e.into());

@@ -256,6 +256,9 @@ pub enum ModelError {
 pub struct OnnxModel {
     path: PathBuf,
     plan: Arc<tract_onnx::prelude::TypedRunnableModel>,
+    /// Run states kept between inferences (one per concurrent scan), so a message does not
+    /// pay for setting one up.
+    states: std::sync::Mutex<Vec<tract_onnx::prelude::TypedSimpleState>>,
     /// The manifest it was validated against.
     pub manifest: Manifest,
 }
@@ -308,6 +311,7 @@ impl OnnxModel {
         let loaded = OnnxModel {
             path: model_path,
             plan,
+            states: std::sync::Mutex::new(Vec::new()),
             manifest,
         };
         // One inference now, over the ends of the feature space, so a model that cannot run
@@ -330,11 +334,23 @@ impl OnnxModel {
         };
         let idx = Tensor::from_shape(&[idx.len()], &idx).map_err(err)?;
         let val = Tensor::from_shape(&[val.len()], &val).map_err(err)?;
+        let pooled = self.states.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut state = match pooled {
+            Some(s) => s,
+            None => self.plan.spawn().map_err(err)?,
+        };
         // tract panics on some bad graphs (an index past a weights table) instead of
         // returning an error: that is this model failing on this message, not a crash.
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.plan.run(tvec![idx.into_tvalue(), val.into_tvalue()])
+            state.run(tvec![idx.into_tvalue(), val.into_tvalue()])
         }));
+        if matches!(run, Ok(Ok(_))) {
+            // Only a state that finished a run cleanly is used again.
+            self.states
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(state);
+        }
         let out = run
             .unwrap_or_else(|panic| {
                 let what = panic

@@ -341,22 +341,34 @@ where
     }
 }
 
-/// A new amavis-style mail id: 12 characters of `[A-Za-z0-9+-]`, 72 random bits.
+/// A new amavis-style mail id: 12 characters of `[A-Za-z0-9+-]`, 72 unguessable bits:
+/// keyed SipHash (std's `RandomState`, keys from the OS) over a secret seed from the OS RNG
+/// and a counter, so an id costs no system call and none can be predicted from others.
 pub(crate) fn new_mail_id() -> String {
+    use std::hash::BuildHasher as _;
+    use std::sync::atomic::{AtomicU64, Ordering};
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+-";
+    static KEYED: std::sync::LazyLock<(std::hash::RandomState, [u8; 16])> =
+        std::sync::LazyLock::new(|| {
+            let mut seed = [0u8; 16];
+            if getrandom::fill(&mut seed).is_err() {
+                // The OS RNG failing is not a reason to lose mail: the hasher's own keys
+                // still make the ids unpredictable; mix the time in as well.
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                seed = t.to_le_bytes();
+            }
+            (std::hash::RandomState::new(), seed)
+        });
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let (hasher, seed) = &*KEYED;
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let a = hasher.hash_one((seed, n, 0u8));
+    let b = hasher.hash_one((seed, n, 1u8));
     let mut bytes = [0u8; 9];
-    if getrandom::fill(&mut bytes).is_err() {
-        // The OS RNG failing is not a reason to lose mail; fall back to time and a counter.
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-            ^ COUNTER
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                .rotate_left(40);
-        bytes[..8].copy_from_slice(&t.to_le_bytes());
-    }
+    bytes[..8].copy_from_slice(&a.to_le_bytes());
+    bytes[8] = b as u8;
     let mut id = String::with_capacity(12);
     for chunk in bytes.chunks(3) {
         let n = (u32::from(chunk[0]) << 16) | (u32::from(chunk[1]) << 8) | u32::from(chunk[2]);
