@@ -128,37 +128,58 @@ impl Verdict {
     /// The `X-Spam-Flag`, `X-Spam-Score`, `X-Spam-Level` and `X-Spam-Status` header lines,
     /// CRLF-terminated, in amavisd-new's format.
     pub(crate) fn spam_headers(&self, autolearn: &str) -> String {
-        let mut out = String::with_capacity(256);
+        let mut out = String::with_capacity(256 + 24 * self.hits.len());
         let yes = self.is_spam();
-        let _ = write!(out, "X-Spam-Flag: {}\r\n", if yes { "YES" } else { "NO" });
-        let _ = write!(out, "X-Spam-Score: {}\r\n", format_score(self.score));
+        out.push_str(if yes {
+            "X-Spam-Flag: YES\r\nX-Spam-Score: "
+        } else {
+            "X-Spam-Flag: NO\r\nX-Spam-Score: "
+        });
+        push_score(&mut out, self.score);
         let stars = if self.score >= 1.0 {
             (self.score as usize).min(64)
         } else {
             0
         };
-        if stars == 0 {
-            out.push_str("X-Spam-Level:\r\n");
-        } else {
-            let _ = write!(out, "X-Spam-Level: {}\r\n", "*".repeat(stars));
+        out.push_str("\r\nX-Spam-Level:");
+        if stars > 0 {
+            out.push(' ');
+            out.extend(std::iter::repeat_n('*', stars));
         }
-        let mut words = vec![
-            format!("{},", if yes { "Yes" } else { "No" }),
-            format!("score={}", format_score(self.score)),
-            format!("tagged_above={}", format_score(self.levels.tag)),
-            format!("required={}", format_score(self.levels.tag2)),
-        ];
+        out.push_str("\r\n");
+        let mut fold = Fold::new(&mut out, "X-Spam-Status:");
+        let mut w = String::with_capacity(64);
+        fold.word(if yes { "Yes," } else { "No," });
+        for (label, x) in [
+            ("score=", self.score),
+            ("tagged_above=", self.levels.tag),
+            ("required=", self.levels.tag2),
+        ] {
+            w.clear();
+            w.push_str(label);
+            push_score(&mut w, x);
+            fold.word(&w);
+        }
         let n = self.hits.len();
         if n == 0 {
-            words.push("tests=[none]".into());
+            fold.word("tests=[none]");
         }
         for (i, (name, score)) in self.hits.iter().enumerate() {
-            let open = if i == 0 { "tests=[" } else { "" };
-            let close = if i + 1 == n { "]" } else { "," };
-            words.push(format!("{open}{name}={}{close}", format_score(*score)));
+            w.clear();
+            if i == 0 {
+                w.push_str("tests=[");
+            }
+            w.push_str(name);
+            w.push('=');
+            push_score(&mut w, *score);
+            w.push(if i + 1 == n { ']' } else { ',' });
+            fold.word(&w);
         }
-        words.push(format!("autolearn={autolearn}"));
-        out.push_str(&fold("X-Spam-Status:", &words));
+        w.clear();
+        w.push_str("autolearn=");
+        w.push_str(autolearn);
+        fold.word(&w);
+        out.push_str("\r\n");
         out
     }
 }
@@ -173,29 +194,68 @@ impl Verdict {
 /// assert_eq!(format_score(0.0), "0");
 /// ```
 pub fn format_score(x: f64) -> String {
-    let s = format!("{x:.3}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s == "-0" { "0".into() } else { s.into() }
+    let mut s = String::with_capacity(8);
+    push_score(&mut s, x);
+    s
 }
 
-/// Fold `name word word ...` at 78 columns (a TAB counts as 8), breaking only between words,
-/// continuation lines starting with a TAB; CRLF-terminated.
-fn fold(name: &str, words: &[String]) -> String {
-    let mut out = String::from(name);
-    let mut col = name.len();
-    for w in words {
-        if col + 1 + w.len() > 78 && col > 8 {
-            out.push_str("\r\n\t");
-            col = 8;
-        } else {
-            out.push(' ');
-            col += 1;
-        }
-        out.push_str(w);
-        col += w.len();
+/// [`format_score`] appended to `out`. Scores are printed in every header and log line, so
+/// the common case is done in integers: thousandths, unless the value sits within a hair of
+/// a rounding tie, where `{:.3}`'s exact decimal rounding decides.
+pub(crate) fn push_score(out: &mut String, x: f64) {
+    let m = x * 1000.0;
+    let tie = ((m - m.trunc()).abs() - 0.5).abs() < 1e-6;
+    if !m.is_finite() || m.abs() >= 1e15 || tie {
+        let s = format!("{x:.3}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        out.push_str(if s == "-0" { "0" } else { s });
+        return;
     }
-    out.push_str("\r\n");
-    out
+    let n = m.round() as i64;
+    if n < 0 {
+        out.push('-');
+    }
+    let a = n.unsigned_abs();
+    let _ = write!(out, "{}", a / 1000);
+    let mut frac = a % 1000;
+    if frac != 0 {
+        out.push('.');
+        let mut digits = 3;
+        while frac % 10 == 0 {
+            frac /= 10;
+            digits -= 1;
+        }
+        let _ = write!(out, "{frac:0digits$}");
+    }
+}
+
+/// Words folded after a header name at 78 columns (a TAB counts as 8), breaking only between
+/// words, continuation lines starting with a TAB; the caller ends the last line.
+struct Fold<'a> {
+    out: &'a mut String,
+    col: usize,
+}
+
+impl<'a> Fold<'a> {
+    fn new(out: &'a mut String, name: &str) -> Self {
+        out.push_str(name);
+        Fold {
+            out,
+            col: name.len(),
+        }
+    }
+
+    fn word(&mut self, w: &str) {
+        if self.col + 1 + w.len() > 78 && self.col > 8 {
+            self.out.push_str("\r\n\t");
+            self.col = 8;
+        } else {
+            self.out.push(' ');
+            self.col += 1;
+        }
+        self.out.push_str(w);
+        self.col += w.len();
+    }
 }
 
 #[cfg(test)]
@@ -274,6 +334,30 @@ mod tests {
             (6.31, "6.31"),
         ] {
             assert_eq!(format_score(x), s);
+        }
+    }
+
+    #[test]
+    fn the_integer_score_path_prints_what_exact_rounding_prints() {
+        let exact = |x: f64| {
+            let s = format!("{x:.3}");
+            let s = s.trim_end_matches('0').trim_end_matches('.').to_string();
+            if s == "-0" { "0".to_string() } else { s }
+        };
+        // Every thousandth and half-thousandth in [-100, 100], and a pseudo-random spread.
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let spread = (0..20_000).map(move |_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % 2_000_000_000) as f64 / 1e6 - 1000.0
+        });
+        for x in (-200_000..=200_000)
+            .map(|i| f64::from(i) / 2000.0)
+            .chain(spread)
+            .chain([1.0005, 2.0015, -0.0005, 64.0, 1e14, -1e16, f64::NAN, f64::INFINITY])
+        {
+            assert_eq!(format_score(x), exact(x), "{x:?}");
         }
     }
 
