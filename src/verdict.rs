@@ -221,7 +221,7 @@ pub(crate) fn push_score(out: &mut String, x: f64) {
     if frac != 0 {
         out.push('.');
         let mut digits = 3;
-        while frac % 10 == 0 {
+        while frac.is_multiple_of(10) {
             frac /= 10;
             digits -= 1;
         }
@@ -355,7 +355,16 @@ mod tests {
         for x in (-200_000..=200_000)
             .map(|i| f64::from(i) / 2000.0)
             .chain(spread)
-            .chain([1.0005, 2.0015, -0.0005, 64.0, 1e14, -1e16, f64::NAN, f64::INFINITY])
+            .chain([
+                1.0005,
+                2.0015,
+                -0.0005,
+                64.0,
+                1e14,
+                -1e16,
+                f64::NAN,
+                f64::INFINITY,
+            ])
         {
             assert_eq!(format_score(x), exact(x), "{x:?}");
         }
