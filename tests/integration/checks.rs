@@ -300,6 +300,23 @@ fn a_model_that_knows_fewer_features_than_it_claims_is_refused_at_load() {
     );
 }
 
+#[test]
+fn a_model_with_a_weight_that_is_not_a_number_is_refused_at_load() {
+    use filterd::model::onnx::DIM;
+    // Away from the features the load-time inference uses (0, 1, 2 and the last).
+    let mut weights = vec![0.1; DIM];
+    weights[DIM / 2] = f32::NAN;
+    let dir = model_dir(&filterd::model::onnx::write_onnx(&weights, 0.0));
+    let e = OnnxModel::load(dir.path()).expect_err("a NaN weight");
+    let e = e.to_string();
+    assert!(
+        e.contains("model.onnx")
+            && e.contains("1 of the 262144 values")
+            && e.contains("not finite"),
+        "{e}"
+    );
+}
+
 /// The hits of one case, through the registry.
 fn run(case: &Case, bayes: Option<Arc<BayesLive>>, at: &str) -> Vec<&'static str> {
     let model = match case.model.as_deref() {

@@ -304,10 +304,9 @@ impl OnnxModel {
             .model_for_read(&mut bytes.as_slice())
             .map_err(onnx_err)?;
         check_graph(&model, &model_path)?;
-        let plan = model
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(onnx_err)?;
+        let typed = model.into_optimized().map_err(onnx_err)?;
+        check_constants(&typed, &model_path)?;
+        let plan = typed.into_runnable().map_err(onnx_err)?;
         let loaded = OnnxModel {
             path: model_path,
             plan,
@@ -426,6 +425,42 @@ fn read_manifest(path: &Path) -> Result<Manifest, ModelError> {
 
 /// The graph itself must declare the contract, not just the manifest: inputs named
 /// `indices` (int64) and `values` (float32), each of one symbolic dimension.
+/// Every float constant of the graph (weights, bias) is a number. A NaN weight does not
+/// make the output NaN: tract's sigmoid clamps its input, and a NaN clamps to the low end, so
+/// a poisoned table would score every message as a confident ham.
+fn check_constants(model: &tract_onnx::prelude::TypedModel, path: &Path) -> Result<(), ModelError> {
+    use tract_onnx::prelude::*;
+    use tract_onnx::tract_core::ops::konst::Const;
+    for node in model.nodes() {
+        let Some(k) = node.op_as::<Const>() else {
+            continue;
+        };
+        let t = k.val();
+        if t.datum_type() != DatumType::F32 {
+            continue;
+        }
+        let Some(values) = t
+            .try_as_plain_ram()
+            .ok()
+            .and_then(|v| v.as_slice::<f32>().ok())
+        else {
+            continue;
+        };
+        let bad = values.iter().filter(|x| !x.is_finite()).count();
+        if bad > 0 {
+            return Err(ModelError::Contract {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "{bad} of the {} values of constant `{}` are not finite numbers",
+                    values.len(),
+                    node.name
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn check_graph(model: &tract_onnx::prelude::InferenceModel, path: &Path) -> Result<(), ModelError> {
     use tract_onnx::prelude::*;
     let onnx_err = |e: anyhow::Error| ModelError::Onnx {

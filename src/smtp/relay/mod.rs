@@ -9,15 +9,22 @@
 //! caller answers 451. A reused connection is checked for unread bytes and EOF first.
 
 use crate::smtp::codec::DotStuffer;
+use crate::smtp::envelope::{Body, MailParams, Recipient, Xforward, XforwardAttr};
+use crate::smtp::reply::Reply;
+use reply::Step;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+mod pool;
+mod reply;
+
+pub use pool::RelayPool;
+pub use reply::read_reply;
 
 /// The content goes to the next hop in writes of about this size.
 const CONTENT_CHUNK: usize = 64 * 1024;
-use crate::smtp::envelope::{Body, MailParams, Recipient, Xforward, XforwardAttr};
-use crate::smtp::reply::{Enhanced, Reply};
-use std::net::SocketAddr;
-use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 /// Where and how to relay.
 #[derive(Debug, Clone)]
@@ -44,108 +51,6 @@ impl NextHop {
     /// The next hop as written in replies and logs: `[127.0.0.1]:10025`.
     pub fn label(&self) -> String {
         format!("[{}]:{}", self.addr.ip(), self.addr.port())
-    }
-}
-
-/// Idle next-hop connections kept for reuse across sessions: Postfix opens a new filter
-/// connection for many messages, and re-opening the next hop's connection (greeting, EHLO,
-/// QUIT) for each would cost more than the relaying itself. Connections idle longer than
-/// `max_idle_age` are closed with QUIT, well before Postfix's own idle timeout (300 s).
-#[derive(Debug)]
-pub struct RelayPool {
-    hop: std::sync::Arc<NextHop>,
-    label: String,
-    idle: std::sync::Mutex<Vec<(RelayConn, std::time::Instant)>>,
-    max_idle: usize,
-    max_idle_age: Duration,
-}
-
-impl RelayPool {
-    /// A pool for `hop` keeping at most `max_idle` connections for `max_idle_age`
-    /// (0 disables reuse across sessions).
-    pub fn new(hop: std::sync::Arc<NextHop>, max_idle: usize, max_idle_age: Duration) -> Self {
-        RelayPool {
-            label: hop.label(),
-            hop,
-            idle: std::sync::Mutex::new(Vec::new()),
-            max_idle,
-            max_idle_age,
-        }
-    }
-
-    /// The next hop as written in replies and logs.
-    pub fn label(&self) -> &str {
-        &self.label
-    }
-
-    /// A fresh connection.
-    pub async fn connect(&self) -> Result<RelayConn, RelayError> {
-        RelayConn::connect(self.hop.clone()).await
-    }
-
-    /// The most recently used idle connection that is young enough and quiet (nothing
-    /// unread, not closed by the next hop: an idle `421 timeout` must never become the
-    /// answer to the next session's MAIL). It may still turn out dead: callers retry on a
-    /// fresh one.
-    pub(crate) fn checkout(&self) -> Option<RelayConn> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let now = std::time::Instant::now();
-        // Oldest first: the expired ones are a prefix.
-        let cut = idle
-            .iter()
-            .position(|(_, since)| now.duration_since(*since) <= self.max_idle_age)
-            .unwrap_or(idle.len());
-        let expired: Vec<RelayConn> = idle.drain(..cut).map(|(c, _)| c).collect();
-        let mut found = None;
-        let mut noisy = vec![];
-        while let Some((mut c, _)) = idle.pop() {
-            if c.is_quiet() {
-                found = Some(c);
-                break;
-            }
-            noisy.push(c);
-        }
-        drop(idle);
-        if !noisy.is_empty() {
-            tracing::debug!(
-                n = noisy.len(),
-                "pooled next-hop connections had unread data or were closed; discarded"
-            );
-        }
-        for conn in expired {
-            tokio::spawn(conn.quit());
-        }
-        found
-    }
-
-    /// Return an idle connection (between transactions) for reuse, or close it.
-    pub async fn checkin(&self, conn: RelayConn) {
-        if !conn.is_usable() {
-            return;
-        }
-        let rejected = {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if idle.len() < self.max_idle && !self.max_idle_age.is_zero() {
-                idle.push((conn, std::time::Instant::now()));
-                None
-            } else {
-                Some(conn)
-            }
-        };
-        if let Some(conn) = rejected {
-            conn.quit().await;
-        }
-    }
-
-    /// Close every idle connection (shutdown).
-    pub async fn close_idle(&self) {
-        let all: Vec<_> = {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            idle.drain(..).collect()
-        };
-        for (conn, _) in all {
-            conn.quit().await;
-        }
     }
 }
 
@@ -231,35 +136,6 @@ impl Drop for RelayConn {
     fn drop(&mut self) {
         if let Some(e) = self.ends {
             OWN.lock().unwrap_or_else(|e| e.into_inner()).remove(&e);
-        }
-    }
-}
-
-/// What a reply answers, for the rule that it must fit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
-    Mail,
-    Rcpt,
-    Data,
-    Content,
-}
-
-impl Step {
-    /// True when `code` is an answer this step can get: 2xx, 4xx or 5xx, and after DATA
-    /// 354 instead of 2xx.
-    fn fits(self, code: u16) -> bool {
-        match self {
-            Step::Data => code == 354 || (400..600).contains(&code),
-            _ => (200..300).contains(&code) || (400..600).contains(&code),
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Step::Mail => "MAIL",
-            Step::Rcpt => "RCPT",
-            Step::Data => "DATA",
-            Step::Content => "the message content",
         }
     }
 }
@@ -603,78 +479,10 @@ impl RelayConn {
     }
 }
 
-/// Read one (possibly multi-line) reply; enhanced codes are split off the first line.
-pub async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(
-    io: &mut R,
-    line: &mut Vec<u8>,
-) -> Result<Reply, RelayError> {
-    let mut lines = vec![];
-    let mut code = 0u16;
-    loop {
-        line.clear();
-        let n = (&mut *io).take(4096).read_until(b'\n', line).await?;
-        if n == 0 {
-            return Err(RelayError::Io(std::io::ErrorKind::UnexpectedEof.into()));
-        }
-        let text = String::from_utf8_lossy(line);
-        let text = text.trim_end_matches(['\r', '\n']);
-        let (c, rest) = text
-            .split_at_checked(3)
-            .ok_or_else(|| RelayError::Protocol(text.into()))?;
-        let this: u16 = c
-            .parse()
-            .ok()
-            .filter(|c| (200..600).contains(c))
-            .ok_or_else(|| RelayError::Protocol(format!("not a reply: {text}")))?;
-        if code != 0 && this != code {
-            return Err(RelayError::Protocol(format!("reply code changed: {text}")));
-        }
-        code = this;
-        let (last, body) = match rest.as_bytes().first() {
-            None => (true, ""),
-            Some(b' ') => (true, &rest[1..]),
-            Some(b'-') => (false, &rest[1..]),
-            _ => return Err(RelayError::Protocol(format!("not a reply: {text}"))),
-        };
-        lines.push(body.to_string());
-        if last {
-            break;
-        }
-        if lines.len() > 100 {
-            return Err(RelayError::Protocol("reply too long".into()));
-        }
-    }
-    let mut enhanced = None;
-    if let Some(first) = lines.first_mut()
-        && let Some((e, rest)) = split_enhanced(first, code)
-    {
-        enhanced = Some(e);
-        *first = rest;
-    }
-    Ok(Reply {
-        code,
-        enhanced,
-        lines,
-    })
-}
-
-fn split_enhanced(text: &str, code: u16) -> Option<(Enhanced, String)> {
-    let (word, rest) = text.split_once(' ').unwrap_or((text, ""));
-    let mut it = word.split('.');
-    let class: u8 = it.next()?.parse().ok()?;
-    let subject: u16 = it.next()?.parse().ok()?;
-    let detail: u16 = it.next()?.parse().ok()?;
-    if it.next().is_some() || u16::from(class) != code / 100 {
-        return None;
-    }
-    Some((Enhanced(class, subject, detail), rest.to_string()))
-}
-
-use tokio::io::AsyncReadExt as _;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::smtp::reply::Enhanced;
 
     async fn parse(wire: &[u8]) -> Result<Reply, RelayError> {
         let mut r = BufReader::new(wire);
