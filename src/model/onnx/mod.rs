@@ -423,8 +423,6 @@ fn read_manifest(path: &Path) -> Result<Manifest, ModelError> {
     Ok(manifest)
 }
 
-/// The graph itself must declare the contract, not just the manifest: inputs named
-/// `indices` (int64) and `values` (float32), each of one symbolic dimension.
 /// Every float constant of the graph (weights, bias) is a number. A NaN weight does not
 /// make the output NaN: tract's sigmoid clamps its input, and a NaN clamps to the low end, so
 /// a poisoned table would score every message as a confident ham.
@@ -461,6 +459,8 @@ fn check_constants(model: &tract_onnx::prelude::TypedModel, path: &Path) -> Resu
     Ok(())
 }
 
+/// The graph itself must declare the contract, not just the manifest: inputs named
+/// `indices` (int64) and `values` (float32), each of one symbolic dimension.
 fn check_graph(model: &tract_onnx::prelude::InferenceModel, path: &Path) -> Result<(), ModelError> {
     use tract_onnx::prelude::*;
     let onnx_err = |e: anyhow::Error| ModelError::Onnx {

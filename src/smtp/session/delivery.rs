@@ -354,10 +354,7 @@ pub(crate) fn new_mail_id() -> String {
             if getrandom::fill(&mut seed).is_err() {
                 // The OS RNG failing is not a reason to lose mail: the hasher's own keys
                 // still make the ids unpredictable; mix the time in as well.
-                let t = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos());
-                seed = t.to_le_bytes();
+                seed[..8].copy_from_slice(&crate::clock::now_unix().to_le_bytes());
             }
             (std::hash::RandomState::new(), seed)
         });
