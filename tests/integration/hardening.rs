@@ -244,12 +244,7 @@ async fn pooled_connections_with_unread_data_are_not_reused() {
 /// Postfix's junk limit (100).
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_are_retired_before_postfix_junk_command_limit() {
-    let hop = Hop::start(|mut c| async move {
-        if c.greet().await.is_some() {
-            c.serve().await;
-        }
-    })
-    .await;
+    let hop = Hop::well_behaved().await;
     let f = Filterd::start_with(&format!(
         "[server]\nlisten = [\"127.0.0.1:0\"]\n{NO_MODEL}[next_hop]\naddress = \"{}\"\n",
         hop.addr
@@ -420,12 +415,7 @@ async fn a_connection_from_our_own_relay_is_a_loop() {
 /// (through Postfix and back): refused with 554 5.4.6, not relayed again.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_that_passed_too_often_is_refused_as_a_loop() {
-    let hop = Hop::start(|mut c| async move {
-        if c.greet().await.is_some() {
-            c.serve().await;
-        }
-    })
-    .await;
+    let hop = Hop::well_behaved().await;
     let f = Filterd::start(
         hop.addr,
         &format!("hostname = \"filter.example.net\"\n{NO_MODEL}"),
@@ -506,12 +496,7 @@ fn peak_rss_mb(pid: u32) -> f64 {
 /// scanning each) cost it about their size once: peak RSS under 400 MB.
 #[tokio::test(flavor = "multi_thread")]
 async fn eight_concurrent_40_mb_messages_stay_under_400_mb() {
-    let hop = Hop::start(|mut c| async move {
-        if c.greet().await.is_some() {
-            c.serve().await;
-        }
-    })
-    .await;
+    let hop = Hop::well_behaved().await;
     let f = Filterd::start(hop.addr, "");
     let message = big_message(40);
     let mut sessions = almost_sent(f.addr(), 8, &message).await;
@@ -533,12 +518,7 @@ async fn eight_concurrent_40_mb_messages_stay_under_400_mb() {
 /// DATA; once the others are through, its retry is delivered.
 #[tokio::test(flavor = "multi_thread")]
 async fn past_the_memory_budget_data_gets_452_and_the_retry_is_delivered() {
-    let hop = Hop::start(|mut c| async move {
-        if c.greet().await.is_some() {
-            c.serve().await;
-        }
-    })
-    .await;
+    let hop = Hop::well_behaved().await;
     let f = Filterd::start(
         hop.addr,
         &format!("max_bytes_in_flight_mb = 100\nmax_message_size = 20000000\n{NO_MODEL}"),

@@ -262,6 +262,16 @@ fn marker(m: &[u8]) -> Option<usize> {
         .ok()
 }
 
+/// A sink, a filterd with `config` relaying to a reinjection port, and a private Postfix
+/// between them (content_filter to filterd, reinjection to the sink).
+async fn chain(config: &str) -> (Sink, Filterd, Postfix) {
+    let sink = Sink::start(Behaviour::default()).await;
+    let reinject = free_port();
+    let f = Filterd::start(SocketAddr::from(([127, 0, 0, 1], reinject)), config);
+    let pf = Postfix::start(f.addr().port(), reinject, sink.addr);
+    (sink, f, pf)
+}
+
 async fn inject(pf: &Postfix, range: std::ops::Range<usize>) {
     let (mut c, g) = Client::connect_from("127.0.0.2".parse().unwrap(), pf.smtpd).await;
     assert!(g.starts_with("220"), "{g}");
@@ -280,10 +290,7 @@ async fn fifty_messages_through_postfix_arrive_once_with_headers_and_untouched_b
     if unavailable().is_some() {
         return;
     }
-    let sink = Sink::start(Behaviour::default()).await;
-    let reinject = free_port();
-    let f = Filterd::start(SocketAddr::from(([127, 0, 0, 1], reinject)), "");
-    let pf = Postfix::start(f.addr().port(), reinject, sink.addr);
+    let (sink, f, pf) = chain("").await;
     inject(&pf, 0..50).await;
     let n = sink.wait_for(50, Duration::from_secs(90)).await;
     assert_eq!(
@@ -422,15 +429,12 @@ async fn gtube_to_a_blocked_domain_is_quarantined_and_released_exactly_once() {
     if unavailable().is_some() {
         return;
     }
-    let sink = Sink::start(Behaviour::default()).await;
-    let reinject = free_port();
     // Spam passes tagged by default; the bank for blocked.test discards it into the quarantine.
-    let f = Filterd::start(
-        SocketAddr::from(([127, 0, 0, 1], reinject)),
+    let (sink, f, pf) = chain(
         "[actions]\nspam_destiny = \"pass\"\nspam_quarantine = false\n\
 [[policy]]\nname = \"blocked\"\nrecipient_domains = [\"blocked.test\"]\nspam_destiny = \"discard\"\nspam_quarantine = true\n",
-    );
-    let pf = Postfix::start(f.addr().port(), reinject, sink.addr);
+    )
+    .await;
     let (mut c, _) = Client::connect_from("127.0.0.2".parse().unwrap(), pf.smtpd).await;
     let r = c
         .send_message(
@@ -549,10 +553,7 @@ async fn a_blocked_spam_wave_never_trips_postfix_junk_command_limit() {
     if unavailable().is_some() {
         return;
     }
-    let sink = Sink::start(Behaviour::default()).await;
-    let reinject = free_port();
-    let f = Filterd::start(SocketAddr::from(([127, 0, 0, 1], reinject)), "");
-    let pf = Postfix::start(f.addr().port(), reinject, sink.addr);
+    let (sink, f, pf) = chain("").await;
     let (mut c, g) = Client::connect_from("127.0.0.2".parse().unwrap(), pf.smtpd).await;
     assert!(g.starts_with("220"), "{g}");
     let spam = crate::util::gtube();

@@ -36,6 +36,16 @@ pub struct HopConn {
 }
 
 impl Hop {
+    /// A next hop that greets and serves every connection by the rules.
+    pub async fn well_behaved() -> Hop {
+        Hop::start(|mut c| async move {
+            if c.greet().await.is_some() {
+                c.serve().await;
+            }
+        })
+        .await
+    }
+
     /// Serve every connection with `script`.
     pub async fn start<F, Fut>(script: F) -> Hop
     where
