@@ -13,6 +13,18 @@ pub fn now_unix() -> u64 {
     unix_secs(SystemTime::now())
 }
 
+/// Unix seconds that advance with tokio's clock: wall-clock time at the first call, plus
+/// tokio's elapsed time since. Windows and greylist delays use it, so tests pause and
+/// advance time instead of sleeping.
+pub fn tokio_unix() -> u64 {
+    use std::sync::OnceLock;
+    static BASE: OnceLock<(u64, tokio::time::Instant)> = OnceLock::new();
+    let (unix, at) = BASE.get_or_init(|| (now_unix(), tokio::time::Instant::now()));
+    unix + tokio::time::Instant::now()
+        .saturating_duration_since(*at)
+        .as_secs()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

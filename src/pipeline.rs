@@ -26,7 +26,7 @@ use crate::model::bayes_live::BayesLive;
 use crate::policy::decision::{Decision, Signals, decide, looping};
 use crate::policy::guard::Keys;
 use crate::policy::lists::Identity;
-use crate::policy::{Assignment, Destiny, Guard, Policies};
+use crate::policy::{Assignment, Destiny, Guard, LocalDomains, Policies};
 use crate::report::{Parts, Report};
 use crate::smtp::envelope::Envelope;
 use crate::smtp::filter::{Delivery, Disposition, MessageFilter, MessageRecord};
@@ -50,6 +50,7 @@ pub struct Pipeline {
     model: bool,
     auth: AuthConfig,
     policies: Arc<Policies>,
+    local: Arc<LocalDomains>,
     guard: Guard,
     quarantine: Option<Quarantine>,
     max_passes: usize,
@@ -106,7 +107,8 @@ impl Pipeline {
             autolearn: cfg.autolearn,
             auth: cfg.auth.clone(),
             policies: cfg.policies.clone(),
-            guard: Guard::default(),
+            local: cfg.local.domains.clone(),
+            guard: Guard::new(cfg.state.clone()),
             quarantine: cfg.quarantine.as_ref().map(|q| q.store.clone()),
             max_passes: cfg.max_passes,
             max_scan: cfg.max_scan,
@@ -137,9 +139,16 @@ impl Pipeline {
     /// outbound guard, and verify the sender (SPF, DKIM, DMARC, ARC) within the DNS budget.
     pub async fn prepare(&self, env: &Envelope, msg: &[u8]) -> Prepared {
         let mut prepared = self.locate(env, msg);
-        if prepared.originating {
-            let keys = Keys::of(&prepared.origin, &env.sender);
-            prepared.over_limit = self.guard.count(&self.policies, &prepared.policies, &keys);
+        let rcpts = env.recipients.iter().map(|r| r.address.as_str());
+        let default = self.policies.default_index();
+        let outbound =
+            (self.local).outbound(rcpts, &prepared.policies, prepared.originating, default);
+        if !outbound.is_empty() {
+            let relay = self.local.known() && self.auth.origin.is_relay(&prepared.origin);
+            let keys = Keys::of(&prepared.origin, &env.sender, relay);
+            prepared.over_limit = self
+                .guard
+                .count(&self.policies, &outbound, &keys, &env.sender);
         }
         prepared.auth = match &self.auth.verifier {
             Some(v) if !prepared.originating || self.auth.verify_originating => {

@@ -51,6 +51,18 @@ impl OriginPolicy {
     }
 }
 
+impl OriginPolicy {
+    /// True when mail from `origin` is relayed for a client that is neither authenticated
+    /// nor in our networks: a local pickup or a loopback client included (a tunnel that
+    /// ends on the server looks like one).
+    pub fn is_relay(&self, origin: &Origin) -> bool {
+        !origin.authenticated
+            && !origin
+                .ip
+                .is_some_and(|ip| self.networks.iter().any(|n| n.contains(&ip)))
+    }
+}
+
 impl Origin {
     /// Find the origin of a message from its envelope and headers.
     pub fn find(env: &Envelope, msg: &[u8], headers: &HeaderBlock, trusted_hops: usize) -> Self {

@@ -27,6 +27,23 @@ pub(super) struct Records {
     ipv4: TtlCache<Box<str>, RecordSet<Ipv4Addr>>,
     ipv6: TtlCache<Box<str>, RecordSet<Ipv6Addr>>,
     ptr: TtlCache<IpAddr, RecordSet<Box<str>>>,
+    /// SPF results the policy service found at RCPT, for the content scan of the same
+    /// message: (client, HELO, sender) -> (MAIL FROM, HELO).
+    spf: TtlCache<SpfKey, (SpfOutput, Option<SpfOutput>)>,
+}
+
+/// Client, HELO and sender (lower case) of one SPF evaluation.
+type SpfKey = (IpAddr, Box<str>, Box<str>);
+
+/// How long an SPF result found at RCPT is kept for the content scan.
+const SPF_MEMO: std::time::Duration = std::time::Duration::from_secs(600);
+
+fn spf_key(ip: IpAddr, helo: &str, sender: &str) -> SpfKey {
+    (
+        ip,
+        helo.to_ascii_lowercase().into(),
+        sender.to_ascii_lowercase().into(),
+    )
 }
 
 impl Records {
@@ -37,6 +54,7 @@ impl Records {
             ipv4: TtlCache::new(capacity),
             ipv6: TtlCache::new(capacity),
             ptr: TtlCache::new(capacity),
+            spf: TtlCache::new(capacity),
         }
     }
 }
@@ -171,8 +189,34 @@ impl Verifier {
         }
     }
 
+    /// SPF for the policy service at RCPT (MAIL FROM, and HELO when it is a name), within
+    /// the budget; a result that is not a temperror is kept for ten minutes, so the
+    /// content scan of the same message reuses it instead of evaluating again.
+    pub async fn spf_at_rcpt(
+        &self,
+        ip: IpAddr,
+        helo: &str,
+        sender: &str,
+    ) -> (SpfOutput, Option<SpfOutput>) {
+        let job = Job {
+            deadline: Instant::now() + self.settings.budget,
+            host: self.settings.authserv_id.as_str(),
+            helo,
+            sender,
+        };
+        let (m, h) = self.spf(&job, Some(ip)).await;
+        let m = m.unwrap_or_else(|| SpfOutput::new(String::new()).with_result(SpfResult::None));
+        if m.result() != SpfResult::TempError {
+            use mail_auth::ResolverCache;
+            let until = std::time::Instant::now() + SPF_MEMO;
+            let key = spf_key(ip, helo, sender);
+            self.records.spf.insert(key, (m.clone(), h.clone()), until);
+        }
+        (m, h)
+    }
+
     /// SPF for MAIL FROM (postmaster@HELO for `<>`) and for the HELO name when it is a
-    /// name; neither without a client IP.
+    /// name; neither without a client IP. A result the policy service found is reused.
     async fn spf(
         &self,
         job: &Job<'_>,
@@ -181,6 +225,12 @@ impl Verifier {
         let Some(ip) = ip else {
             return (None, None);
         };
+        {
+            use mail_auth::ResolverCache;
+            if let Some((m, h)) = self.records.spf.get(&spf_key(ip, job.helo, job.sender)) {
+                return (Some(m), h);
+            }
+        }
         let (helo, host, r) = (job.helo, job.host, &self.resolver);
         let helo_is_name = !helo.is_empty() && !helo.starts_with('[') && helo.contains('.');
         let mail_from = async {

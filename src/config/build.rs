@@ -82,6 +82,12 @@ pub struct Config {
     pub max_passes: usize,
     /// Bytes of a message the scan reads at most (besides the header block).
     pub max_scan: usize,
+    /// The local domains and where they came from.
+    pub local: super::LocalSettings,
+    /// Counters of the outbound guard and greylist triplets.
+    pub state: Arc<crate::state::EmbeddedState>,
+    /// The policy service, when enabled.
+    pub policy_service: Option<crate::policyd::PolicySettings>,
 }
 
 /// The Bayes part of a configuration.
@@ -118,6 +124,9 @@ impl Config {
         let bayes = build_bayes(&raw, &mut p);
         let model = build_model(&raw, &mut p);
         let auth = super::auth::build_auth(&raw, &hostname, &mut p);
+        let local = super::service::build_local(&raw, &mut p);
+        let state = super::service::build_state(&raw, &bayes.dir, &mut p);
+        let policy_service = super::service::build_policy_service(&raw, &local, &mut p);
         if !p.is_empty() {
             return Err(ConfigError { problems: p });
         }
@@ -145,6 +154,9 @@ impl Config {
             auth,
             max_passes: raw.scan.max_passes,
             max_scan: raw.scan.max_scan_kb.saturating_mul(1024),
+            local,
+            state,
+            policy_service,
         })
     }
 }

@@ -88,8 +88,10 @@ fn read_sections(text: &str) -> Result<(RawConfig, Vec<String>), ConfigError> {
                 "ratelimit" => section!(ratelimit),
                 "quarantine" => section!(quarantine),
                 "policy" => section!(policy),
+                "local_domains" => section!(local_domains),
+                "policy_service" => section!(policy_service),
                 _ => problems.push(format!(
-                    "unknown section or key `{key}` (known: server, next_hop, scan, levels, scores, log, bayes, model, auth, origin, dkim, actions, lists, ratelimit, quarantine, policy)"
+                    "unknown section or key `{key}` (known: server, next_hop, scan, levels, scores, log, bayes, model, auth, origin, dkim, actions, lists, ratelimit, quarantine, policy, local_domains, policy_service)"
                 )),
             }
     }

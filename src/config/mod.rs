@@ -15,10 +15,15 @@ mod build;
 mod check;
 mod load;
 mod policy;
+mod postfix;
 pub mod raw;
+mod raw_policyd;
+mod service;
 
 pub use build::{Config, ServerSettings, next_hop_of};
 pub use check::ConfigError;
 pub use load::load_raw;
 pub use policy::{QuarantineSettings, quarantine_dir};
 pub use raw::*;
+pub use raw_policyd::*;
+pub use service::LocalSettings;

@@ -287,17 +287,22 @@ fn rate_limit(key: &str, r: &RawRateLimit, p: &mut Vec<String>) -> Option<RateLi
         per_user: false,
         per_sender: false,
         per_client: false,
+        per_relay: false,
+        total: r.total_messages,
     };
     for k in &r.per {
         match k.as_str() {
             "user" => limit.per_user = true,
             "sender" => limit.per_sender = true,
             "client" => limit.per_client = true,
-            _ => p.push(format!("{key}.per: `{k}` is not user, sender or client")),
+            "relay" => limit.per_relay = true,
+            _ => p.push(format!(
+                "{key}.per: `{k}` is not user, sender, client or relay"
+            )),
         }
     }
-    if r.messages > 0 && r.window_secs == 0 {
+    if (r.messages > 0 || r.total_messages > 0) && r.window_secs == 0 {
         p.push(format!("{key}.window_secs: must be greater than 0"));
     }
-    (r.messages > 0 && !r.per.is_empty()).then_some(limit)
+    ((r.messages > 0 && !r.per.is_empty()) || r.total_messages > 0).then_some(limit)
 }

@@ -41,6 +41,10 @@ pub struct RawConfig {
     pub quarantine: RawQuarantine,
     /// `[[policy]]`: policy banks, first match wins.
     pub policy: Vec<RawPolicy>,
+    /// `[local_domains]`: which recipients are ours.
+    pub local_domains: super::raw_policyd::RawLocalDomains,
+    /// `[policy_service]`: the Postfix policy delegation server.
+    pub policy_service: super::raw_policyd::RawPolicyService,
 }
 
 /// `[actions]`: destinies of the default policy (amavisd-new's `final_spam_destiny`,
@@ -93,7 +97,7 @@ pub struct RawLists {
     pub block_clients: Vec<String>,
 }
 
-/// `[ratelimit]`: the outbound guard (originating mail only).
+/// `[ratelimit]`: the outbound guard (mail to recipients outside `[local_domains]`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawRateLimit {
@@ -101,8 +105,12 @@ pub struct RawRateLimit {
     pub messages: u64,
     /// The window, seconds.
     pub window_secs: u64,
-    /// Keys counted: `user` (SASL login), `sender` (envelope sender), `client` (IP).
+    /// Keys counted: `user` (SASL login), `sender` (envelope sender), `client` (IP),
+    /// `relay` (all relayed mail of one client class: loopback, local pickup, private,
+    /// public).
     pub per: Vec<String>,
+    /// All outbound mail together per window; 0 = no such limit.
+    pub total_messages: u64,
 }
 
 impl Default for RawRateLimit {
@@ -110,7 +118,10 @@ impl Default for RawRateLimit {
         RawRateLimit {
             messages: 200,
             window_secs: 600,
-            per: ["user", "sender", "client"].map(String::from).to_vec(),
+            per: ["user", "sender", "client", "relay"]
+                .map(String::from)
+                .to_vec(),
+            total_messages: 0,
         }
     }
 }

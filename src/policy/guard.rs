@@ -1,17 +1,21 @@
-//! The outbound guard: rate limits on originating mail per SASL user, per envelope sender
-//! and per client IP, so a compromised account or an abused relay cannot push thousands of
-//! messages out before anyone notices. Past a limit, messages are quarantined (reason
-//! `ratelimit`) instead of relayed; one warning per key per window.
+//! The outbound guard: rate limits on mail to recipients outside the local domains, per
+//! SASL user, per envelope sender, per client IP and, for relayed mail (a client neither
+//! authenticated nor in `[origin] networks`), per client class as a whole, so that a flood
+//! through a tunnel that ends on loopback is counted however often it changes its sender.
+//! Optionally a limit on all outbound mail together. Past a limit, messages are
+//! quarantined (reason `ratelimit`) instead of relayed; one warning per key and window.
 //!
-//! Fixed windows, counted in memory behind the [`Counters`] trait so a shared store (redis)
-//! can back them later. Time is tokio's clock, so tests run it paused.
+//! The content filter counts ([`Guard::count`]); the policy service asks the same counters
+//! before queueing ([`Guard::over`]). Counters are behind [`Counters`] so a shared store
+//! can back them; time is [`crate::clock::tokio_unix`], so tests pause it.
 
 use super::Policies;
 use crate::auth::origin::Origin;
+use crate::state::Counters;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::time::Instant;
 
 /// One limit: at most `messages` per `window` for each key kind that is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,62 +30,73 @@ pub struct RateLimit {
     pub per_sender: bool,
     /// Count per client IP.
     pub per_client: bool,
+    /// Count relayed mail per client class.
+    pub per_relay: bool,
+    /// All outbound mail together per window; 0 = no such limit.
+    pub total: u64,
 }
 
 /// What one message is counted under.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Keys {
     /// SASL login.
     pub user: Option<String>,
     /// Envelope sender (lower case; none for `<>`).
     pub sender: Option<String>,
-    /// Client IP (none for local pickup).
+    /// Client IP.
     pub client: Option<String>,
+    /// The client class of relayed mail (`loopback`, `pickup`, `private`, `public`,
+    /// `unknown`); none for mail of authenticated or `[origin] networks` clients.
+    pub relay: Option<&'static str>,
 }
 
 impl Keys {
-    /// The keys of a message from `origin` with envelope `sender`; a local pickup has no
-    /// client key.
-    pub fn of(origin: &Origin, sender: &str) -> Self {
+    /// The keys of an outbound message from `origin` with envelope `sender`; `relay` when
+    /// the client is neither authenticated nor in `[origin] networks`. A loopback or
+    /// pickup client of ours has no client key (every webmail user would share it); a
+    /// relaying one has.
+    pub fn of(origin: &Origin, sender: &str, relay: bool) -> Self {
         Keys {
             user: origin.sasl_user.clone(),
             sender: (!sender.is_empty()).then(|| sender.to_ascii_lowercase()),
-            client: origin.ip.filter(|_| !origin.local).map(|ip| ip.to_string()),
+            client: origin
+                .ip
+                .filter(|_| relay || !origin.local)
+                .map(|ip| ip.to_string()),
+            relay: relay.then(|| client_class(origin.ip, origin.local)),
         }
     }
 }
 
-/// Counter storage: add one to a key's count in the current window.
-pub(crate) trait Counters: Send + Sync {
-    /// Count one message under `key` and return (count in this window, first in window).
-    fn hit(&self, key: &str, window: Duration, now: Instant) -> (u64, bool);
-}
-
-/// In-memory fixed windows; keys whose window ended are dropped as the map grows.
-#[derive(Debug, Default)]
-pub(crate) struct MemoryCounters {
-    map: Mutex<HashMap<String, (Instant, u64, bool)>>,
-}
-
-impl Counters for MemoryCounters {
-    fn hit(&self, key: &str, window: Duration, now: Instant) -> (u64, bool) {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() > 100_000 {
-            map.retain(|_, (start, _, _)| now.duration_since(*start) < window);
+/// The class relayed mail is counted under as a whole.
+pub fn client_class(ip: Option<IpAddr>, local: bool) -> &'static str {
+    let Some(ip) = ip else {
+        return if local { "pickup" } else { "unknown" };
+    };
+    let private = match ip {
+        IpAddr::V4(a) => {
+            a.is_private()
+                || a.is_link_local()
+                || (a.octets()[0] == 100 && a.octets()[1] & 0xc0 == 64)
         }
-        let slot = map.entry(key.to_string()).or_insert((now, 0, false));
-        if now.duration_since(slot.0) >= window {
-            *slot = (now, 0, false);
+        IpAddr::V6(a) => {
+            let s = a.segments()[0];
+            s & 0xfe00 == 0xfc00 || s & 0xffc0 == 0xfe80
         }
-        slot.1 += 1;
-        (slot.1, slot.1 == 1)
+    };
+    if ip.is_loopback() {
+        "loopback"
+    } else if private {
+        "private"
+    } else {
+        "public"
     }
 }
 
 /// The guard: counters plus the once-per-window warning.
 pub struct Guard {
-    counters: Box<dyn Counters>,
-    warned: Mutex<HashMap<String, Instant>>,
+    counters: Arc<dyn Counters>,
+    warned: Mutex<HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for Guard {
@@ -92,34 +107,76 @@ impl std::fmt::Debug for Guard {
 
 impl Default for Guard {
     fn default() -> Self {
-        Guard {
-            counters: Box::new(MemoryCounters::default()),
-            warned: Mutex::new(HashMap::new()),
-        }
+        Guard::new(Arc::new(crate::state::EmbeddedState::in_memory(
+            100_000, 86_400,
+        )))
     }
 }
 
+/// The counted keys of `keys` under `limit`: (kind, value, limit).
+fn counted<'a>(limit: &RateLimit, keys: &'a Keys) -> Vec<(&'static str, &'a str, u64)> {
+    let mut out = vec![];
+    for (on, kind, value) in [
+        (limit.per_user, "user", keys.user.as_deref()),
+        (limit.per_sender, "sender", keys.sender.as_deref()),
+        (limit.per_client, "client", keys.client.as_deref()),
+        (limit.per_relay, "relay", keys.relay),
+    ] {
+        if let Some(v) = value.filter(|_| on && limit.messages > 0) {
+            out.push((kind, v, limit.messages));
+        }
+    }
+    if limit.total > 0 {
+        out.push(("total", "outbound", limit.total));
+    }
+    out
+}
+
 impl Guard {
-    /// Count one message of policy `policy` and say which key is over its limit, if any.
-    pub fn check(&self, policy: &str, limit: &RateLimit, keys: &Keys) -> Option<String> {
-        let now = Instant::now();
+    /// A guard over `counters`.
+    pub fn new(counters: Arc<dyn Counters>) -> Self {
+        Guard {
+            counters,
+            warned: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Count one message of policy `policy` from `sender` and say which key is over its
+    /// limit, if any.
+    pub fn check(
+        &self,
+        policy: &str,
+        limit: &RateLimit,
+        keys: &Keys,
+        sender: &str,
+    ) -> Option<String> {
+        let now = crate::clock::tokio_unix();
+        let window = limit.window.as_secs();
         let mut over = None;
-        for (on, kind, value) in [
-            (limit.per_user, "user", &keys.user),
-            (limit.per_sender, "sender", &keys.sender),
-            (limit.per_client, "client", &keys.client),
-        ] {
-            let Some(value) = value.as_deref().filter(|_| on) else {
-                continue;
-            };
+        for (kind, value, max) in counted(limit, keys) {
             let key = format!("{policy}/{kind}/{value}");
-            let (n, _) = self.counters.hit(&key, limit.window, now);
-            if n > limit.messages && over.is_none() {
+            let c = self.counters.hit(&key, window, now, sender);
+            if c.count > max && over.is_none() {
                 over = Some(format!("{kind} {value}"));
-                self.warn_once(&key, limit, n, now);
+                self.warn_once(&key, limit, max, &c, sender, now);
             }
         }
         over
+    }
+
+    /// Without counting: the key that is already at its limit for policy `policy`, if any
+    /// (the policy service refuses the next message before it is queued).
+    pub fn over(&self, policy: &str, limit: &RateLimit, keys: &Keys) -> Option<String> {
+        let now = crate::clock::tokio_unix();
+        let window = limit.window.as_secs();
+        counted(limit, keys)
+            .into_iter()
+            .find_map(|(kind, value, max)| {
+                let n = self
+                    .counters
+                    .peek(&format!("{policy}/{kind}/{value}"), window, now);
+                (n >= max).then(|| format!("{kind} {value}"))
+            })
     }
 
     /// Count one message once for each distinct policy in `chosen` (indices into
@@ -129,6 +186,7 @@ impl Guard {
         policies: &Policies,
         chosen: &[usize],
         keys: &Keys,
+        sender: &str,
     ) -> Vec<(usize, String)> {
         let mut seen = vec![];
         let mut over = vec![];
@@ -139,7 +197,7 @@ impl Guard {
             seen.push(p);
             let policy = &policies.all[p];
             if let Some(limit) = &policy.rate_limit
-                && let Some(key) = self.check(&policy.name, limit, keys)
+                && let Some(key) = self.check(&policy.name, limit, keys, sender)
             {
                 over.push((p, key));
             }
@@ -147,21 +205,32 @@ impl Guard {
         over
     }
 
-    fn warn_once(&self, key: &str, limit: &RateLimit, n: u64, now: Instant) {
+    fn warn_once(
+        &self,
+        key: &str,
+        limit: &RateLimit,
+        max: u64,
+        c: &crate::state::Count,
+        sender: &str,
+        now: u64,
+    ) {
+        let window = limit.window.as_secs();
         let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
         if warned.len() > 10_000 {
-            warned.retain(|_, at| now.duration_since(*at) < limit.window);
+            warned.retain(|_, at| now.saturating_sub(*at) < window);
         }
-        let fresh = warned
+        if warned
             .get(key)
-            .is_none_or(|at| now.duration_since(*at) >= limit.window);
-        if fresh {
+            .is_none_or(|at| now.saturating_sub(*at) >= window)
+        {
             warned.insert(key.to_string(), now);
             tracing::warn!(
                 key,
-                count = n,
-                limit = limit.messages,
-                window_secs = limit.window.as_secs(),
+                count = c.count,
+                limit = max,
+                window_secs = window,
+                first_sender = %c.first_sender,
+                last_sender = %sender,
                 "outbound rate limit exceeded: further messages are quarantined (reason ratelimit) until the window ends"
             );
         }
@@ -179,6 +248,8 @@ mod tests {
             per_user: true,
             per_sender: true,
             per_client: true,
+            per_relay: true,
+            total: 0,
         }
     }
 
@@ -187,33 +258,37 @@ mod tests {
             user: None,
             sender: Some(sender.into()),
             client: Some("192.0.2.1".into()),
+            relay: None,
         }
     }
 
     #[tokio::test(start_paused = true)]
     async fn trips_exactly_at_the_limit_and_resets_after_the_window() {
         let g = Guard::default();
+        let check = |k: &Keys| g.check("p", &limit(), k, "");
         for _ in 0..3 {
-            assert_eq!(g.check("p", &limit(), &keys("a@x.test")), None);
+            assert_eq!(check(&keys("a@x.test")), None);
         }
         assert_eq!(
-            g.check("p", &limit(), &keys("a@x.test")).as_deref(),
+            g.over("p", &limit(), &keys("a@x.test")).as_deref(),
             Some("sender a@x.test")
         );
+        assert_eq!(check(&keys("a@x.test")).as_deref(), Some("sender a@x.test"));
         // A different sender from the same client is over through the client key.
         assert_eq!(
-            g.check("p", &limit(), &keys("b@x.test")).as_deref(),
+            check(&keys("b@x.test")).as_deref(),
             Some("client 192.0.2.1")
         );
         tokio::time::advance(Duration::from_secs(599)).await;
-        assert!(g.check("p", &limit(), &keys("a@x.test")).is_some());
+        assert!(check(&keys("a@x.test")).is_some());
         tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(g.over("p", &limit(), &keys("a@x.test")), None);
         for _ in 0..3 {
-            assert_eq!(g.check("p", &limit(), &keys("a@x.test")), None);
+            assert_eq!(check(&keys("a@x.test")), None);
         }
-        assert!(g.check("p", &limit(), &keys("a@x.test")).is_some());
+        assert!(check(&keys("a@x.test")).is_some());
         // Another policy counts apart.
-        assert_eq!(g.check("q", &limit(), &keys("a@x.test")), None);
+        assert_eq!(g.check("q", &limit(), &keys("a@x.test"), ""), None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -225,15 +300,78 @@ mod tests {
             ..limit()
         };
         for _ in 0..10 {
-            assert_eq!(g.check("p", &l, &keys("a@x.test")), None);
+            assert_eq!(g.check("p", &l, &keys("a@x.test"), ""), None);
         }
         let user = Keys {
             user: Some("bob".into()),
             ..Keys::default()
         };
         for _ in 0..3 {
-            assert_eq!(g.check("p", &l, &user), None);
+            assert_eq!(g.check("p", &l, &user, ""), None);
         }
-        assert_eq!(g.check("p", &l, &user).as_deref(), Some("user bob"));
+        assert_eq!(g.check("p", &l, &user, "").as_deref(), Some("user bob"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_sender_per_message_through_loopback_is_counted_as_relay() {
+        let g = Guard::default();
+        let origin = Origin {
+            ip: Some("127.0.0.1".parse().unwrap()),
+            local: true,
+            ..Origin::default()
+        };
+        let ours = Keys::of(&origin, "a@x.test", false);
+        assert_eq!((ours.client.as_deref(), ours.relay), (None, None));
+        let over = (0..5)
+            .map(|i| {
+                let sender = format!("random{i}@made-up.test");
+                g.check("p", &limit(), &Keys::of(&origin, &sender, true), &sender)
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(over[..3], [None, None, None]);
+        assert_eq!(over[3].as_deref(), Some("client 127.0.0.1"));
+        let by_class = RateLimit {
+            per_client: false,
+            ..limit()
+        };
+        assert_eq!(
+            g.check("p", &by_class, &Keys::of(&origin, "new@x.test", true), "")
+                .as_deref(),
+            Some("relay loopback")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_total_counts_everything_together() {
+        let g = Guard::default();
+        let l = RateLimit {
+            messages: 100,
+            total: 2,
+            ..limit()
+        };
+        assert_eq!(g.check("p", &l, &keys("a@x.test"), ""), None);
+        assert_eq!(g.check("p", &l, &keys("b@y.test"), ""), None);
+        assert_eq!(
+            g.check("p", &l, &keys("c@z.test"), "").as_deref(),
+            Some("total outbound")
+        );
+    }
+
+    #[test]
+    fn client_classes() {
+        for (ip, local, want) in [
+            (None, true, "pickup"),
+            (None, false, "unknown"),
+            (Some("127.0.0.1"), true, "loopback"),
+            (Some("::1"), false, "loopback"),
+            (Some("10.1.2.3"), false, "private"),
+            (Some("100.64.0.1"), false, "private"),
+            (Some("fd00::1"), false, "private"),
+            (Some("192.0.2.1"), false, "public"),
+            (Some("2001:db8::1"), false, "public"),
+        ] {
+            let ip = ip.map(|s| s.parse().unwrap());
+            assert_eq!(client_class(ip, local), want, "{ip:?}");
+        }
     }
 }

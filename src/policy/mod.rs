@@ -6,6 +6,7 @@
 pub mod decision;
 pub mod guard;
 pub mod lists;
+pub mod local;
 
 use crate::checks::Hits;
 use crate::domain::matches_pattern;
@@ -17,6 +18,7 @@ use std::net::IpAddr;
 
 pub use guard::{Guard, RateLimit};
 pub use lists::Lists;
+pub use local::LocalDomains;
 
 /// What happens to blocked mail (at or above the kill level).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +100,7 @@ pub struct Policy {
     pub skipped_hits: HashSet<&'static str>,
     /// Allow and block lists.
     pub lists: Lists,
-    /// The outbound guard (originating mail only).
+    /// The outbound guard (mail to recipients outside the local domains).
     pub rate_limit: Option<RateLimit>,
 }
 

@@ -1,6 +1,7 @@
 //! The loops that keep a running filterd's state fresh: the Bayes store reloaded when
 //! `filtertrain` replaced it (every second, at once on SIGHUP), autolearned messages
-//! written every 30 s, and quarantine retention every hour.
+//! written every 30 s, quarantine retention every hour, and the guard's and greylist's
+//! state saved every 5 s when it changed.
 
 use crate::model::bayes_live::BayesLive;
 use std::sync::Arc;
@@ -28,6 +29,35 @@ pub(super) async fn retention_loop(q: crate::config::QuarantineSettings) {
             Ok(Err(e)) => tracing::error!(error = %e, "quarantine retention failed"),
             Err(e) => tracing::error!(error = %e, "quarantine retention panicked"),
         }
+    }
+}
+
+/// Save the state store every 5 seconds when it changed.
+pub(super) async fn state_loop(state: Arc<crate::state::EmbeddedState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        save_state(&state).await;
+    }
+}
+
+/// Save the state store now (off the async workers); a failure is logged once per
+/// kind of error, and the next save tries again.
+pub(super) async fn save_state(state: &Arc<crate::state::EmbeddedState>) {
+    use std::sync::Mutex;
+    static LAST: Mutex<String> = Mutex::new(String::new());
+    let s = state.clone();
+    let now = crate::clock::tokio_unix();
+    let result = tokio::task::spawn_blocking(move || s.save(now)).await;
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    match result {
+        Ok(Ok(())) => last.clear(),
+        Ok(Err(e)) if *last != e.to_string() => {
+            tracing::error!(error = %e, "cannot save the guard and greylist state; retrying");
+            *last = e.to_string();
+        }
+        Ok(Err(_)) => {}
+        Err(e) => tracing::error!(error = %e, "saving the state panicked"),
     }
 }
 

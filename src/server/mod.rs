@@ -1,9 +1,11 @@
 //! The server: bind every listener, serve until shutdown, then stop accepting and let
 //! messages in flight finish within the grace period. One module per kind of listener
 //! ([`smtp`]: the SMTP/LMTP filter listeners) and the loops that keep state fresh
-//! ([`maintenance`]: Bayes reloads and autolearn writes, quarantine retention).
+//! ([`maintenance`]: Bayes reloads and autolearn writes, quarantine retention, saving the
+//! guard's and greylist's state); [`policy`]: the Postfix policy service.
 
 mod maintenance;
+mod policy;
 mod smtp;
 
 use crate::config::Config;
@@ -34,6 +36,7 @@ pub enum BindError {
 pub struct Server {
     config: Config,
     listeners: Vec<(TcpListener, Arc<SessionConfig>)>,
+    policy_listeners: Vec<TcpListener>,
 }
 
 impl Server {
@@ -66,7 +69,18 @@ impl Server {
                 .map_err(|e| BindError::Listen(addr, e))?;
             listeners.push((l, session));
         }
-        Ok(Server { config, listeners })
+        let mut policy_listeners = vec![];
+        for addr in config.policy_service.iter().flat_map(|p| &p.listen) {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| BindError::Listen(*addr, e))?;
+            policy_listeners.push(l);
+        }
+        Ok(Server {
+            config,
+            listeners,
+            policy_listeners,
+        })
     }
 
     /// The addresses actually bound (useful with port 0).
@@ -74,6 +88,36 @@ impl Server {
         self.listeners
             .iter()
             .filter_map(|(l, _)| l.local_addr().ok())
+            .collect()
+    }
+
+    /// One accept loop per policy service listener.
+    fn policy_loops(
+        c: &Config,
+        listeners: Vec<TcpListener>,
+        allow: &Arc<Vec<ipnet::IpNet>>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let Some(settings) = c.policy_service.clone() else {
+            return vec![];
+        };
+        for note in &settings.notes {
+            tracing::warn!("{note}");
+        }
+        let service = Arc::new(crate::policyd::PolicyService::new(
+            settings,
+            crate::policyd::Shared {
+                greylist: c.state.clone(),
+                counters: c.state.clone(),
+                policies: c.policies.clone(),
+                local: c.local.domains.clone(),
+                origin: c.auth.origin.clone(),
+                verifier: c.auth.verifier.clone(),
+                hostname: c.hostname.clone(),
+            },
+        ));
+        listeners
+            .into_iter()
+            .map(|l| tokio::spawn(policy::policy_loop(l, service.clone(), allow.clone())))
             .collect()
     }
 
@@ -118,14 +162,29 @@ impl Server {
             .quarantine
             .clone()
             .map(|q| tokio::spawn(maintenance::retention_loop(q)));
+        let policy_addrs: Vec<String> = self
+            .policy_listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .map(|a| a.to_string())
+            .collect();
+        loops.extend(Self::policy_loops(
+            &self.config,
+            self.policy_listeners,
+            &allow,
+        ));
+        let saver = tokio::spawn(maintenance::state_loop(self.config.state.clone()));
+        tracing::info!("{}", self.config.local.summary);
         let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
         tracing::info!(
             listen = %addrs.join(","),
             next_hop = %self.config.next_hop.label(),
+            policy_listen = %policy_addrs.join(","),
             "filterd {} ready",
             env!("CARGO_PKG_VERSION")
         );
         shutdown.await;
+        saver.abort();
         if let Some(r) = reloader {
             r.abort();
         }
@@ -146,6 +205,7 @@ impl Server {
             ),
         }
         pool.close_idle().await;
+        maintenance::save_state(&self.config.state).await;
         if let Some(live) = self.config.bayes.clone() {
             maintenance::flush_learned(live, max_tokens).await;
         }

@@ -90,7 +90,7 @@ async fn refuse(mut stream: TcpStream, reply: Reply) {
 }
 
 /// IPv4-mapped IPv6 addresses are matched as IPv4.
-fn canonical(ip: std::net::IpAddr) -> std::net::IpAddr {
+pub(super) fn canonical(ip: std::net::IpAddr) -> std::net::IpAddr {
     match ip {
         std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
         v4 => v4,

@@ -11,6 +11,7 @@ mod filterq;
 mod hardening;
 mod model;
 mod pipeline;
+mod policyd;
 mod postfix;
 mod relay;
 mod session;

@@ -3,6 +3,7 @@
 
 pub mod dns;
 pub mod hop;
+pub mod postfix;
 pub mod sink;
 
 use std::io::BufRead;
@@ -25,6 +26,8 @@ pub fn filterd_binary() -> String {
 pub struct Filterd {
     pub child: Child,
     pub addrs: Vec<SocketAddr>,
+    /// The policy service's address, when it is on.
+    pub policy: Option<SocketAddr>,
     pub log: Arc<Mutex<Vec<String>>>,
     pub dir: tempfile::TempDir,
 }
@@ -55,6 +58,10 @@ impl Filterd {
         if !config.contains("[auth]") {
             config.push_str("\n[auth]\nenabled = false\n");
         }
+        // Never ask the machine's Postfix which domains are local.
+        if !config.contains("[local_domains]") {
+            config.push_str("\n[local_domains]\npostconf = false\n");
+        }
         // Never write to a real installation's quarantine.
         if !config.contains("[quarantine]") {
             config.push_str(&format!(
@@ -82,19 +89,23 @@ impl Filterd {
                 .map_while(Result::ok)
             {
                 if let Some(i) = line.find("listen=") {
-                    let addrs: Vec<SocketAddr> = line[i + 7..]
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or("")
-                        .split(',')
-                        .filter_map(|a| a.parse().ok())
-                        .collect();
-                    let _ = tx.send(addrs);
+                    let list = |text: &str| -> Vec<SocketAddr> {
+                        text.split_whitespace()
+                            .next()
+                            .unwrap_or("")
+                            .split(',')
+                            .filter_map(|a| a.parse().ok())
+                            .collect()
+                    };
+                    let policy = line
+                        .find("policy_listen=")
+                        .and_then(|j| list(&line[j + 14..]).first().copied());
+                    let _ = tx.send((list(&line[i + 7..]), policy));
                 }
                 l.lock().unwrap().push(line);
             }
         });
-        let addrs = match rx.recv_timeout(Duration::from_secs(20)) {
+        let (addrs, policy) = match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
@@ -107,6 +118,7 @@ impl Filterd {
         Filterd {
             child,
             addrs,
+            policy,
             log,
             dir,
         }

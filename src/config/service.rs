@@ -1,0 +1,233 @@
+//! Building `[local_domains]` (with what the Postfix beside us says), the state store of
+//! the guard and greylist, and `[policy_service]`, with every problem reported.
+
+use super::check::{addresses, networks, positive};
+use super::raw::RawConfig;
+use crate::policy::LocalDomains;
+use crate::policyd::allowlist::Allowlist;
+use crate::policyd::greylist::GreylistSettings;
+use crate::policyd::login::LoginMap;
+use crate::policyd::spf::{SpfAct, SpfPolicy};
+use crate::policyd::{LimitAction, PolicySettings};
+use crate::state::EmbeddedState;
+use ipnet::IpNet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The local domains, Postfix's `mynetworks`, and the start-up line saying where they
+/// came from.
+#[derive(Debug, Clone, Default)]
+pub struct LocalSettings {
+    /// Local domains (empty: unknown).
+    pub domains: Arc<LocalDomains>,
+    /// Postfix's `mynetworks`, when read.
+    pub mynetworks: Vec<IpNet>,
+    /// What was found, for the log.
+    pub summary: String,
+}
+
+/// `[local_domains]`: configured domains plus, unless turned off, Postfix's. A failing
+/// `postconf` is a problem only when `postfix_config_dir` was set.
+pub(super) fn build_local(raw: &RawConfig, p: &mut Vec<String>) -> LocalSettings {
+    let l = &raw.local_domains;
+    let mut domains = l.domains.clone();
+    let mut parts = vec![];
+    if !l.domains.is_empty() {
+        parts.push(format!("configured: {}", l.domains.join(", ")));
+    }
+    let mut mynetworks = vec![];
+    if l.postconf {
+        match super::postfix::ask(&l.postfix_config_dir) {
+            Ok(says) => {
+                domains.extend(says.domains);
+                mynetworks = says.mynetworks;
+                parts.push(format!("from Postfix: {}", says.summary.join("; ")));
+            }
+            Err(e) if !l.postfix_config_dir.is_empty() => {
+                p.push(format!("local_domains.postfix_config_dir: {e}"));
+            }
+            Err(e) => parts.push(format!("not from Postfix ({e})")),
+        }
+    }
+    let domains = LocalDomains::new(domains);
+    let summary = if domains.known() {
+        format!(
+            "local domains: {} ({})",
+            domains.patterns().join(", "),
+            parts.join("; ")
+        )
+    } else {
+        format!(
+            "no local domains known ({}): the outbound guard counts originating mail only and cannot recognise relaying; set [local_domains] domains",
+            parts.join("; ")
+        )
+    };
+    LocalSettings {
+        domains: Arc::new(domains),
+        mynetworks,
+        summary,
+    }
+}
+
+/// The state store of the guard and greylist: `policy.state` in the state directory.
+pub(super) fn build_state(raw: &RawConfig, dir: &Path, p: &mut Vec<String>) -> Arc<EmbeddedState> {
+    let g = &raw.policy_service.greylist;
+    let max_age = g.max_age_days.saturating_mul(86_400);
+    match EmbeddedState::open(&dir.join("policy.state"), g.max_entries, max_age) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            p.push(format!("state: {e}"));
+            Arc::new(EmbeddedState::in_memory(g.max_entries, max_age))
+        }
+    }
+}
+
+/// `[policy_service]`, when enabled.
+pub(super) fn build_policy_service(
+    raw: &RawConfig,
+    local: &LocalSettings,
+    p: &mut Vec<String>,
+) -> Option<PolicySettings> {
+    let s = &raw.policy_service;
+    if !s.enabled {
+        return None;
+    }
+    let listen = addresses("policy_service.listen", &s.listen, p);
+    if listen.is_empty() {
+        p.push("policy_service.listen: no listen address".into());
+    }
+    positive(
+        "policy_service.max_connections",
+        s.max_connections as u64,
+        p,
+    );
+    positive("policy_service.idle_timeout_secs", s.idle_timeout_secs, p);
+    let mut exempt = networks("policy_service.exempt_networks", &s.exempt_networks, p);
+    if s.exempt_networks.is_empty() {
+        exempt = local.mynetworks.clone();
+        if exempt.is_empty() {
+            exempt = ["127.0.0.0/8", "::1/128"]
+                .iter()
+                .filter_map(|n| n.parse().ok())
+                .collect();
+        }
+    }
+    let spf = (s.spf.enabled).then(|| spf_policy(raw, p)).flatten();
+    let mut notes = vec![];
+    if s.spf.enabled && !raw.auth.enabled {
+        notes.push("policy service: SPF at RCPT is off ([auth] enabled = false)".to_string());
+    }
+    let login = (!s.login.sender_login_map.is_empty())
+        .then(|| login_map(raw, p))
+        .flatten();
+    let limits = match (s.limits.enabled, s.limits.action.as_str()) {
+        (false, _) => None,
+        (true, "defer") => Some(LimitAction::Defer),
+        (true, "reject") => Some(LimitAction::Reject),
+        (true, other) => {
+            p.push(format!(
+                "policy_service.limits.action: `{other}` is not defer or reject"
+            ));
+            None
+        }
+    };
+    Some(PolicySettings {
+        listen,
+        max_connections: s.max_connections,
+        idle_timeout: Duration::from_secs(s.idle_timeout_secs),
+        exempt,
+        greylist: s.greylist.enabled.then(|| greylist(raw, p)),
+        spf,
+        login,
+        limits,
+        notes,
+    })
+}
+
+fn greylist(raw: &RawConfig, p: &mut Vec<String>) -> GreylistSettings {
+    let g = &raw.policy_service.greylist;
+    let key = "policy_service.greylist";
+    positive(&format!("{key}.max_age_days"), g.max_age_days, p);
+    positive(&format!("{key}.max_entries"), g.max_entries as u64, p);
+    if g.ipv4_prefix > 32 || g.ipv6_prefix > 128 {
+        p.push(format!(
+            "{key}: ipv4_prefix is at most 32, ipv6_prefix at most 128"
+        ));
+    }
+    let read = |files: &[String], clients: bool, p: &mut Vec<String>| {
+        let mut all = Allowlist::default();
+        for f in files {
+            let parsed = std::fs::read_to_string(f)
+                .map_err(|e| vec![format!("{f}: cannot read: {e}")])
+                .and_then(|text| {
+                    if clients {
+                        Allowlist::parse_clients(&text, f)
+                    } else {
+                        Allowlist::parse_recipients(&text, f)
+                    }
+                });
+            match parsed {
+                Ok(list) => all.extend(list),
+                Err(errors) => p.extend(errors.into_iter().map(|e| format!("{key}: {e}"))),
+            }
+        }
+        all
+    };
+    GreylistSettings {
+        delay: g.delay_secs,
+        retry_window: g.retry_window_secs,
+        max_age: g.max_age_days.saturating_mul(86_400),
+        auto_allowlist_after: g.auto_allowlist_after,
+        ipv4_prefix: g.ipv4_prefix,
+        ipv6_prefix: g.ipv6_prefix,
+        clients: read(&g.allow_clients_files, true, p),
+        recipients: read(&g.allow_recipients_files, false, p),
+        text: g.text.clone(),
+        prepend_header: g.prepend_header,
+    }
+}
+
+fn spf_policy(raw: &RawConfig, p: &mut Vec<String>) -> Option<SpfPolicy> {
+    let s = &raw.policy_service.spf;
+    if !raw.auth.enabled {
+        return None;
+    }
+    let mut act = |name: &str, v: &str, allowed: &[&str]| match SpfAct::parse(v) {
+        Some(a) if allowed.contains(&v) => a,
+        _ => {
+            p.push(format!(
+                "policy_service.spf.{name}: `{v}` is not one of {}",
+                allowed.join(", ")
+            ));
+            SpfAct::Prepend
+        }
+    };
+    Some(SpfPolicy {
+        helo: s.helo,
+        fail: act("fail", &s.fail, &["reject", "prepend"]),
+        softfail: act("softfail", &s.softfail, &["prepend", "defer", "reject"]),
+        temperror: act("temperror", &s.temperror, &["prepend", "defer"]),
+    })
+}
+
+fn login_map(raw: &RawConfig, p: &mut Vec<String>) -> Option<LoginMap> {
+    let l = &raw.policy_service.login;
+    let path = &l.sender_login_map;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| {
+            p.push(format!(
+                "policy_service.login.sender_login_map: {path}: cannot read: {e}"
+            ))
+        })
+        .ok()?;
+    LoginMap::parse(&text, path, &l.service_senders, l.allow_null_sender)
+        .map_err(|errors| {
+            p.extend(
+                errors
+                    .into_iter()
+                    .map(|e| format!("policy_service.login: {e}")),
+            );
+        })
+        .ok()
+}
