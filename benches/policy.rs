@@ -11,13 +11,13 @@
 //! Without `/usr/sbin/postgrey` (apt-get install postgrey), filterd is measured alone.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Result as IoResult};
+use std::io::Result as IoResult;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::unix::fs::chown;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -249,7 +249,7 @@ fn policy_listen(line: &str) -> Option<SocketAddr> {
 
 /// This build's filterd with the policy service on, greylisting 300 s (SPF at RCPT off:
 /// postgrey has none). Returns the process and the policy service's address, from its
-/// `ready` log line; a thread drains its stderr (kept for a panic message).
+/// `ready` log line in its log file.
 async fn spawn_filterd(dir: &Path) -> (Guard, SocketAddr) {
     let cfg = dir.join("filterd.toml");
     std::fs::write(
@@ -264,35 +264,35 @@ async fn spawn_filterd(dir: &Path) -> (Guard, SocketAddr) {
         ),
     )
     .expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_filterd"))
+    // Its log goes to a file, as postgrey's does: no reader competes for the two cores.
+    let log_path = dir.join("filterd.log");
+    let log_file = std::fs::File::create(&log_path).expect("filterd log");
+    let child = Command::new(env!("CARGO_BIN_EXE_filterd"))
         .arg("--config")
         .arg(&cfg)
-        .env("RUST_LOG", "warn,filterd=info")
+        .env(
+            "RUST_LOG",
+            std::env::var("POLICY_RUST_LOG").unwrap_or_else(|_| "warn,filterd=info".into()),
+        )
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(log_file)
         .spawn()
         .expect("spawn filterd");
-    let stderr = child.stderr.take().expect("filterd stderr");
     let mut guard = Guard(child);
-    let log = Arc::new(Mutex::new(Vec::<String>::new()));
-    let (tx, rx) = mpsc::channel();
-    let kept = log.clone();
-    std::thread::spawn(move || {
-        let lines = std::io::BufReader::new(stderr).lines();
-        for line in lines.map_while(Result::ok) {
-            if let Some(addr) = policy_listen(&line).filter(|_| line.contains("ready")) {
-                let _ = tx.send(addr);
-            }
-            kept.lock().expect("log lines").push(line);
+    let show = move || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let addr = loop {
+        let text = show();
+        let ready = text.lines().filter(|l| l.contains("ready")).find_map(policy_listen);
+        if let Some(a) = ready {
+            break a;
         }
-    });
-    let show = move || log.lock().map(|l| l.join("\n")).unwrap_or_default();
-    let got = rx.recv_timeout(Duration::from_secs(20));
-    let state = guard.state();
-    let addr = got.unwrap_or_else(|e| {
-        let log = show();
-        panic!("filterd logged no policy_listen= within 20 s ({e:?}, {state}); its log:\n{log}")
-    });
+        let state = guard.state();
+        if std::time::Instant::now() > deadline || !state.contains("running") {
+            panic!("filterd logged no policy_listen= within 20 s ({state}); its log:\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     wait_port("filterd", addr, &mut guard, &show).await;
     (guard, addr)
 }

@@ -91,7 +91,10 @@ impl Decoder {
 
     /// The next complete request, if one is buffered.
     pub fn next_request(&mut self) -> Result<Option<Request>, ProtocolError> {
-        let end = (self.scanned..self.buf.len()).find(|&i| ends_request(&self.buf, i));
+        let from = self.scanned;
+        let end = memchr::memchr_iter(b'\n', &self.buf[from..])
+            .map(|i| i + from)
+            .find(|&i| ends_request(&self.buf, i));
         let Some(end) = end else {
             if self.buf.len() > MAX_REQUEST {
                 return Err(ProtocolError::TooLarge);
@@ -102,25 +105,36 @@ impl Decoder {
         if end > MAX_REQUEST {
             return Err(ProtocolError::TooLarge);
         }
-        let block: Vec<u8> = self.buf.drain(..=end).collect();
+        let parsed = parse(&self.buf[..=end]);
+        // Usually the whole buffer was one request: clearing moves nothing.
+        if end + 1 == self.buf.len() {
+            self.buf.clear();
+        } else {
+            self.buf.drain(..=end);
+        }
         self.scanned = 0;
-        let text = String::from_utf8_lossy(&block);
-        let mut attrs = vec![];
-        for line in text.lines().map(|l| l.trim_end_matches('\r')) {
-            if line.is_empty() {
-                continue;
-            }
-            match line.split_once('=') {
-                Some((n, v)) if !n.is_empty() => attrs.push((n.to_string(), v.to_string())),
-                _ => {
-                    return Err(ProtocolError::NotAnAttribute(
-                        line.chars().take(80).collect(),
-                    ));
-                }
+        parsed.map(Some)
+    }
+}
+
+/// The attributes of one request block.
+fn parse(block: &[u8]) -> Result<Request, ProtocolError> {
+    let text = String::from_utf8_lossy(block);
+    let mut attrs = Vec::with_capacity(32);
+    for line in text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)) {
+        if line.is_empty() {
+            continue;
+        }
+        match line.split_once('=') {
+            Some((n, v)) if !n.is_empty() => attrs.push((n.to_string(), v.to_string())),
+            _ => {
+                return Err(ProtocolError::NotAnAttribute(
+                    line.chars().take(80).collect(),
+                ));
             }
         }
-        Ok(Some(Request { attrs }))
     }
+    Ok(Request { attrs })
 }
 
 /// True when an empty line (LF, or CR LF) ends at `i`.
@@ -134,11 +148,15 @@ fn ends_request(buf: &[u8], i: usize) -> bool {
 
 /// The answer line for `action` (line breaks in it become spaces).
 pub fn encode_action(action: &str) -> String {
-    let clean: String = action
-        .chars()
-        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
-        .collect();
-    format!("action={clean}\n\n")
+    let mut out = String::with_capacity(action.len() + 9);
+    out.push_str("action=");
+    out.push_str(action);
+    out.push_str("\n\n");
+    if action.contains(['\n', '\r']) {
+        let clean = action.replace(['\n', '\r'], " ");
+        out = format!("action={clean}\n\n");
+    }
+    out
 }
 
 #[cfg(test)]
