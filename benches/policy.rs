@@ -283,7 +283,10 @@ async fn spawn_filterd(dir: &Path) -> (Guard, SocketAddr) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let addr = loop {
         let text = show();
-        let ready = text.lines().filter(|l| l.contains("ready")).find_map(policy_listen);
+        let ready = text
+            .lines()
+            .filter(|l| l.contains("ready"))
+            .find_map(policy_listen);
         if let Some(a) = ready {
             break a;
         }

@@ -77,3 +77,177 @@ fn log(req: &Request, answer: &super::Answer, started: Instant) {
         started.elapsed().as_millis()
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::origin::OriginPolicy;
+    use crate::policyd::greylist::GreylistSettings;
+    use crate::policyd::{PolicySettings, Shared};
+    use crate::state::EmbeddedState;
+    use std::sync::Arc;
+    use tokio::io::duplex;
+
+    fn service() -> PolicyService {
+        let state = Arc::new(EmbeddedState::in_memory(1000, 86_400));
+        let settings = PolicySettings {
+            listen: vec![],
+            max_connections: 4,
+            idle_timeout: Duration::from_secs(30),
+            exempt: vec!["127.0.0.0/8".parse().unwrap()],
+            greylist: Some(GreylistSettings {
+                delay: 60,
+                retry_window: 86_400,
+                max_age: 86_400,
+                auto_allowlist_after: 5,
+                ipv4_prefix: 24,
+                ipv6_prefix: 64,
+                clients: Default::default(),
+                recipients: Default::default(),
+                text: "Greylisted %s".into(),
+                prepend_header: true,
+            }),
+            spf: None,
+            login: None,
+            limits: None,
+            notes: vec![],
+        };
+        let policies = crate::config::Config::parse("[model]\nenabled = false\n[bayes]\nenabled = false\n[auth]\nenabled = false\n[local_domains]\npostconf = false\n")
+            .map(|c| c.policies)
+            .unwrap();
+        PolicyService::new(
+            settings,
+            Shared {
+                greylist: state.clone(),
+                counters: state,
+                policies,
+                local: Default::default(),
+                origin: OriginPolicy::default(),
+                verifier: None,
+                hostname: "mx.test".into(),
+            },
+        )
+    }
+
+    fn request(client: &str, rcpt: &str) -> String {
+        format!(
+            "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address={client}\n\
+             client_name=unknown\nsender=a@x.test\nrecipient={rcpt}\ninstance=1\nfuture=ignored\n\n"
+        )
+    }
+
+    /// Read answers until `n` have arrived or the stream ends.
+    async fn answers(io: &mut tokio::io::DuplexStream, n: usize) -> Vec<String> {
+        let mut text = String::new();
+        let mut buf = [0u8; 4096];
+        while text.matches("\n\n").count() < n {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(k) => text.push_str(&String::from_utf8_lossy(&buf[..k])),
+            }
+        }
+        text.split_terminator("\n\n").map(str::to_string).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pipelined_requests_in_pieces_are_answered_in_order() {
+        let svc = service();
+        let (mut client, server) = duplex(64);
+        let serving = serve(server, "test", &svc, Duration::from_secs(30));
+        let talk = async {
+            let all = format!(
+                "{}{}{}",
+                request("192.0.2.1", "a@y.test"),
+                request("127.0.0.1", "b@y.test"),
+                request("192.0.2.1", "a@y.test")
+            );
+            for piece in all.as_bytes().chunks(5) {
+                client.write_all(piece).await.unwrap();
+            }
+            let got = answers(&mut client, 3).await;
+            drop(client);
+            got
+        };
+        let (_, got) = tokio::join!(serving, talk);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[0], "action=DEFER_IF_PERMIT Greylisted 60");
+        assert_eq!(got[1], "action=DUNNO", "an exempt network");
+        assert_eq!(
+            got[2], "action=DEFER_IF_PERMIT Greylisted 60",
+            "no time has passed"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_malformed_or_huge_request_closes_without_a_reply() {
+        let svc = service();
+        for bad in [
+            "request=smtpd_access_policy\nthis line has no equals sign\n\n".to_string(),
+            "request=junk\n\n".to_string(),
+            format!(
+                "request=smtpd_access_policy\nsender={}\n\n",
+                "x".repeat(70_000)
+            ),
+        ] {
+            let (mut client, server) = duplex(1 << 20);
+            let serving = serve(server, "test", &svc, Duration::from_secs(30));
+            let talk = async {
+                client.write_all(bad.as_bytes()).await.unwrap();
+                answers(&mut client, 1).await
+            };
+            let (_, got) = tokio::join!(serving, talk);
+            assert!(got.is_empty(), "{got:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_is_closed_after_the_timeout() {
+        let svc = service();
+        let (mut client, server) = duplex(4096);
+        let started = tokio::time::Instant::now();
+        let serving = serve(server, "test", &svc, Duration::from_secs(30));
+        let talk = async {
+            client
+                .write_all(request("192.0.2.1", "a@y.test").as_bytes())
+                .await
+                .unwrap();
+            let first = answers(&mut client, 1).await;
+            let rest = answers(&mut client, 1).await;
+            (first, rest)
+        };
+        let (_, (first, rest)) = tokio::join!(serving, talk);
+        assert_eq!(first.len(), 1);
+        assert!(rest.is_empty(), "closed, nothing more");
+        assert_eq!(started.elapsed().as_secs(), 30);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_the_delay_passes_with_x_greylist() {
+        let svc = service();
+        let (mut client, server) = duplex(4096);
+        let serving = serve(server, "test", &svc, Duration::from_secs(300));
+        let talk = async {
+            client
+                .write_all(request("192.0.2.1", "a@y.test").as_bytes())
+                .await
+                .unwrap();
+            let first = answers(&mut client, 1).await;
+            tokio::time::advance(Duration::from_secs(61)).await;
+            client
+                .write_all(request("192.0.2.9", "a@y.test").as_bytes())
+                .await
+                .unwrap();
+            let second = answers(&mut client, 1).await;
+            drop(client);
+            (first, second)
+        };
+        let (_, (first, second)) = tokio::join!(serving, talk);
+        assert!(first[0].starts_with("action=DEFER_IF_PERMIT"), "{first:?}");
+        assert!(
+            second[0].starts_with(
+                "action=PREPEND X-Greylist: delayed 61 seconds by filterd at mx.test;"
+            ),
+            "{second:?}"
+        );
+    }
+}

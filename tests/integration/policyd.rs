@@ -319,3 +319,88 @@ async fn the_tunnel_flood_is_held_by_the_content_filter_without_the_policy_servi
     assert!(warns[0].contains("last_sender=promo"), "{}", warns[0]);
     assert!(warns[0].contains("count=201"), "{}", warns[0]);
 }
+
+/// One request to the policy service over TCP; the action line.
+async fn ask(addr: SocketAddr, client: &str, rcpt: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("policy connect");
+    let req = format!(
+        "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address={client}\n\
+         client_name=unknown\nsender=a@remote.test\nrecipient={rcpt}\n\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    let mut buf = [0u8; 1024];
+    while !out.ends_with("\n\n") {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed: {out:?}");
+        out.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    out.trim_end().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn greylist_triplets_survive_a_restart() {
+    let state = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n[next_hop]\naddress = \"127.0.0.1:9\"\n\
+         [bayes]\nenabled = false\nstate_dir = \"{}\"\n[model]\nenabled = false\n\
+         [policy_service]\nenabled = true\nlisten = [\"127.0.0.1:0\"]\n\
+         [policy_service.greylist]\ndelay_secs = 1\n",
+        state.path().display()
+    );
+    let mut f = Filterd::start_with(&config);
+    let addr = f.policy.expect("policy_listen in the ready line");
+    let first = ask(addr, "192.0.2.1", "u@sink.test").await;
+    assert!(first.starts_with("action=DEFER_IF_PERMIT"), "{first}");
+    f.signal("TERM");
+    assert_eq!(
+        f.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        f.log_text()
+    );
+    assert!(
+        state.path().join("policy.state").exists(),
+        "saved at shutdown"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let f = Filterd::start_with(&config);
+    let addr = f.policy.expect("policy_listen");
+    let again = ask(addr, "192.0.2.1", "u@sink.test").await;
+    assert_eq!(
+        again, "action=DUNNO",
+        "the retry after the delay passes: the triplet was kept"
+    );
+    let other = ask(addr, "192.0.2.1", "v@sink.test").await;
+    assert!(
+        other.starts_with("action=DEFER_IF_PERMIT"),
+        "a new triplet: {other}"
+    );
+}
+
+#[test]
+fn a_damaged_state_file_is_refused_at_start_with_its_path() {
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(state.path().join("policy.state"), "not a snapshot\n").unwrap();
+    let cfg = state.path().join("filterd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[bayes]\nenabled = false\nstate_dir = \"{}\"\n[model]\nenabled = false\n[auth]\nenabled = false\n[local_domains]\npostconf = false\n",
+            state.path().display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(crate::util::filterd_binary())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("policy.state: line 1"), "{err}");
+}
