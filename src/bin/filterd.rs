@@ -165,6 +165,7 @@ fn serve(args: &Args) -> Result<u8, Failure> {
             return Err(invalid(&format!("  - quarantine: {e}")));
         }
         println!("filterd: configuration OK");
+        println!("filterd: {}", config.local.summary);
         return Ok(exit::OK);
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -231,3 +231,76 @@ fn login_map(raw: &RawConfig, p: &mut Vec<String>) -> Option<LoginMap> {
         })
         .ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn config(extra: &str) -> Result<Config, crate::config::ConfigError> {
+        Config::parse(&format!(
+            "[model]\nenabled = false\n[bayes]\nenabled = false\n[auth]\nenabled = false\n{extra}"
+        ))
+    }
+
+    #[test]
+    fn postgrey_allow_lists_are_read_and_their_errors_named_with_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("whitelist_clients");
+        std::fs::write(&good, "# big senders\nmail.example.com\n192.0.2\n").unwrap();
+        let bad = dir.path().join("bad_clients");
+        std::fs::write(&bad, "ok.example\n/(unclosed/\n").unwrap();
+        let c = config(&format!(
+            "[local_domains]\npostconf = false\n[policy_service]\nenabled = true\n\
+             [policy_service.greylist]\nallow_clients_files = [\"{}\"]\n",
+            good.display()
+        ))
+        .unwrap();
+        let g = c.policy_service.and_then(|p| p.greylist).unwrap();
+        assert!(
+            g.clients
+                .client_allowed("192.0.2.77".parse().unwrap(), "unknown")
+        );
+        assert!(
+            g.clients
+                .client_allowed("198.51.100.1".parse().unwrap(), "out.mail.example.com")
+        );
+        assert!(
+            !g.clients
+                .client_allowed("198.51.100.1".parse().unwrap(), "unknown")
+        );
+        let e = config(&format!(
+            "[local_domains]\npostconf = false\n[policy_service]\nenabled = true\nlisten = []\n\
+             [policy_service.greylist]\nallow_clients_files = [\"{}\", \"/nonexistent/x\"]\n\
+             [policy_service.limits]\naction = \"maybe\"\n",
+            bad.display()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("bad_clients:2:"), "{e}");
+        assert!(e.contains("/nonexistent/x: cannot read"), "{e}");
+        assert!(
+            e.contains("policy_service.listen: no listen address"),
+            "{e}"
+        );
+        assert!(e.contains("policy_service.limits.action: `maybe`"), "{e}");
+    }
+
+    #[test]
+    fn without_auth_spf_at_rcpt_is_off_and_says_so() {
+        let c = config("[local_domains]\npostconf = false\n[policy_service]\nenabled = true\n")
+            .unwrap();
+        let p = c.policy_service.unwrap();
+        assert!(p.spf.is_none());
+        assert!(
+            p.notes.iter().any(|n| n.contains("SPF at RCPT is off")),
+            "{:?}",
+            p.notes
+        );
+        assert!(!c.local.domains.known());
+        assert!(
+            c.local.summary.starts_with("no local domains known"),
+            "{}",
+            c.local.summary
+        );
+    }
+}

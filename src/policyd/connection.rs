@@ -170,10 +170,10 @@ mod tests {
         };
         let (_, got) = tokio::join!(serving, talk);
         assert_eq!(got.len(), 3, "{got:?}");
-        assert_eq!(got[0], "action=DEFER_IF_PERMIT Greylisted 60");
+        assert_eq!(got[0], "action=DEFER_IF_PERMIT 4.2.0 Greylisted 60");
         assert_eq!(got[1], "action=DUNNO", "an exempt network");
         assert_eq!(
-            got[2], "action=DEFER_IF_PERMIT Greylisted 60",
+            got[2], "action=DEFER_IF_PERMIT 4.2.0 Greylisted 60",
             "no time has passed"
         );
     }

@@ -212,7 +212,8 @@ impl PolicyService {
             match g.check(self.greylist.as_ref(), ip, name, sender, rcpt, now) {
                 Grey::Defer(left) => {
                     detail.push(format!("greylist=defer, {left} s left"));
-                    let text = format!("DEFER_IF_PERMIT {}", g.defer_text(rcpt, left));
+                    // As postgrey answers: Postfix replies 450 4.2.0 (other mailbox status).
+                    let text = format!("DEFER_IF_PERMIT 4.2.0 {}", g.defer_text(rcpt, left));
                     return Ok(Answer::new(text, "greylist", detail.join(", ")));
                 }
                 Grey::Pass(Some(waited)) => {
