@@ -24,9 +24,8 @@ use crate::config::Config;
 use crate::message::{Features, HeaderBlock};
 use crate::model::bayes_live::BayesLive;
 use crate::policy::decision::{Decision, Signals, decide, looping};
-use crate::policy::guard::Keys;
 use crate::policy::lists::Identity;
-use crate::policy::{Assignment, Destiny, Guard, LocalDomains, Policies};
+use crate::policy::{Assignment, Destiny, Guard, Policies};
 use crate::report::{Parts, Report};
 use crate::smtp::envelope::Envelope;
 use crate::smtp::filter::{Delivery, Disposition, MessageFilter, MessageRecord};
@@ -50,7 +49,6 @@ pub struct Pipeline {
     model: bool,
     auth: AuthConfig,
     policies: Arc<Policies>,
-    local: Arc<LocalDomains>,
     guard: Guard,
     quarantine: Option<Quarantine>,
     max_passes: usize,
@@ -69,19 +67,9 @@ pub struct Prepared {
     /// The policy of each recipient (index into the policies; missing = default).
     pub policies: Vec<usize>,
     /// Policies whose outbound rate limit this message is over, with the key.
-    pub over_limit: Vec<(usize, String)>,
+    pub over_limit: BTreeMap<usize, String>,
     /// How many times this filterd already handled the message (its own Received lines).
     pub passes: usize,
-}
-
-impl Prepared {
-    /// The guard's key over its limit for policy `p`, if any.
-    fn over_limit_of(&self, p: usize) -> Option<&str> {
-        self.over_limit
-            .iter()
-            .find(|(q, _)| *q == p)
-            .map(|(_, k)| k.as_str())
-    }
 }
 
 /// One scan's inputs, for building each relayed copy.
@@ -107,8 +95,11 @@ impl Pipeline {
             autolearn: cfg.autolearn,
             auth: cfg.auth.clone(),
             policies: cfg.policies.clone(),
-            local: cfg.local.domains.clone(),
-            guard: Guard::new(cfg.state.clone()),
+            guard: Guard::scoped(
+                cfg.state.clone(),
+                cfg.local.domains.clone(),
+                cfg.auth.origin.clone(),
+            ),
             quarantine: cfg.quarantine.as_ref().map(|q| q.store.clone()),
             max_passes: cfg.max_passes,
             max_scan: cfg.max_scan,
@@ -130,7 +121,7 @@ impl Pipeline {
             origin,
             originating,
             auth: None,
-            over_limit: vec![],
+            over_limit: BTreeMap::new(),
             passes,
         }
     }
@@ -139,17 +130,16 @@ impl Pipeline {
     /// outbound guard, and verify the sender (SPF, DKIM, DMARC, ARC) within the DNS budget.
     pub async fn prepare(&self, env: &Envelope, msg: &[u8]) -> Prepared {
         let mut prepared = self.locate(env, msg);
-        let rcpts = env.recipients.iter().map(|r| r.address.as_str());
-        let default = self.policies.default_index();
-        let outbound =
-            (self.local).outbound(rcpts, &prepared.policies, prepared.originating, default);
-        if !outbound.is_empty() {
-            let relay = self.local.known() && self.auth.origin.is_relay(&prepared.origin);
-            let keys = Keys::of(&prepared.origin, &env.sender, relay);
-            prepared.over_limit = self
-                .guard
-                .count(&self.policies, &outbound, &keys, &env.sender);
-        }
+        let (p, rcpts) = (&prepared, env.recipients.iter().map(|r| r.address.as_str()));
+        let over = (self.guard).count_message(
+            &self.policies,
+            &p.origin,
+            p.originating,
+            rcpts,
+            &p.policies,
+            &env.sender,
+        );
+        prepared.over_limit = over.into_iter().collect();
         prepared.auth = match &self.auth.verifier {
             Some(v) if !prepared.originating || self.auth.verify_originating => {
                 Some(v.verify(msg, &prepared.origin, &env.sender).await)
@@ -210,7 +200,7 @@ impl Pipeline {
             .iter()
             .map(|&p| {
                 let verdict = all[p].verdict(&hits, &self.scores, &who);
-                let over_limit = prepared.over_limit_of(p);
+                let over_limit = prepared.over_limit.get(&p).map(String::as_str);
                 decide(&all[p], verdict, &Signals { over_limit, auth })
             })
             .collect();

@@ -9,8 +9,8 @@
 //! before queueing ([`Guard::over`]). Counters are behind [`Counters`] so a shared store
 //! can back them; time is [`crate::clock::tokio_unix`], so tests pause it.
 
-use super::Policies;
-use crate::auth::origin::Origin;
+use super::{LocalDomains, Policies};
+use crate::auth::origin::{Origin, OriginPolicy};
 use crate::state::Counters;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -97,6 +97,8 @@ pub fn client_class(ip: Option<IpAddr>, local: bool) -> &'static str {
 pub struct Guard {
     counters: Arc<dyn Counters>,
     warned: Mutex<HashMap<String, u64>>,
+    local: Arc<LocalDomains>,
+    origin: OriginPolicy,
 }
 
 impl std::fmt::Debug for Guard {
@@ -133,12 +135,53 @@ fn counted<'a>(limit: &RateLimit, keys: &'a Keys) -> Vec<(&'static str, &'a str,
 }
 
 impl Guard {
-    /// A guard over `counters`.
+    /// A guard over `counters`, with no local domains known.
     pub fn new(counters: Arc<dyn Counters>) -> Self {
+        Self::scoped(counters, Arc::default(), OriginPolicy::default())
+    }
+
+    /// A guard over `counters` that tells outbound from local recipients by `local` and
+    /// relayed from our own clients by `origin`.
+    pub fn scoped(
+        counters: Arc<dyn Counters>,
+        local: Arc<LocalDomains>,
+        origin: OriginPolicy,
+    ) -> Self {
         Guard {
             counters,
             warned: Mutex::new(HashMap::new()),
+            local,
+            origin,
         }
+    }
+
+    /// Count one message from `origin` with `sender` to `recipients` (their policies in
+    /// `chosen`, one per recipient; missing = the default) under the policies of its
+    /// outbound recipients; returns the policies it is over, with the key. Relayed mail is
+    /// recognised only with local domains known.
+    pub fn count_message<'a>(
+        &self,
+        policies: &Policies,
+        origin: &Origin,
+        originating: bool,
+        recipients: impl Iterator<Item = &'a str>,
+        chosen: &[usize],
+        sender: &str,
+    ) -> Vec<(usize, String)> {
+        let default = policies.default_index();
+        let outbound = self
+            .local
+            .outbound(recipients, chosen, originating, default);
+        if outbound.is_empty() {
+            return vec![];
+        }
+        let relay = self.local.known() && self.origin.is_relay(origin);
+        self.count(
+            policies,
+            &outbound,
+            &Keys::of(origin, sender, relay),
+            sender,
+        )
     }
 
     /// Count one message of policy `policy` from `sender` and say which key is over its

@@ -20,7 +20,6 @@ fn policy_main_cf(policy: Option<SocketAddr>, sink: SocketAddr) -> String {
     });
     format!(
         "smtpd_authorized_xclient_hosts = 127.0.0.0/8
-smtpd_sasl_auth_enable = yes
 smtpd_recipient_restrictions = {check}permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
 smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
 transport_maps = inline:{{ sink.test=smtp:[127.0.0.1]:{p}, outside.test=smtp:[127.0.0.1]:{p} }}

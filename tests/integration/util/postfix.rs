@@ -40,6 +40,27 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// `base` with the parameters `extra` sets replaced (and the new ones added). Never two
+/// lines for one parameter: every Postfix process warns "overriding earlier entry" for
+/// each at start, and with the container's `net.unix.max_dgram_qlen` of 10 that burst
+/// fills the postlog socket before postlogd has switched to writing its own messages to
+/// the file: postlogd then blocks sending to itself and all logging (and smtpd) hangs.
+fn replace_params(base: &str, extra: &str) -> String {
+    let name = |l: &str| l.split('=').next().unwrap_or("").trim().to_string();
+    let set: Vec<String> = extra
+        .lines()
+        .filter(|l| l.contains('=') && !l.starts_with(char::is_whitespace))
+        .map(name)
+        .collect();
+    let mut out: String = base
+        .lines()
+        .filter(|l| !l.contains('=') || !set.contains(&name(l)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    out.push_str(extra);
+    out
+}
+
 /// A private Postfix instance; stopped on drop, also when the test fails.
 pub struct Postfix {
     pub dir: tempfile::TempDir,
@@ -74,10 +95,8 @@ impl Postfix {
         assert!(ok, "chown postfix failed");
         let smtpd_port = free_port();
         let d_str = d.display();
-        std::fs::write(
-            conf.join("main.cf"),
-            format!(
-                "compatibility_level = 3.6
+        let base = format!(
+            "compatibility_level = 3.6
 myhostname = mx.filterd.test
 mydomain = filterd.test
 myorigin = filterd.test
@@ -102,12 +121,10 @@ maximal_backoff_time = 2s
 # Postfix's own SMTP client folds lines over 998 bytes by default; filterd does not, and
 # this test checks filterd's fidelity, so let Postfix pass long lines too.
 smtp_line_length_limit = 0
-{extra}
 ",
-                sink_port = sink.port()
-            ),
-        )
-        .unwrap();
+            sink_port = sink.port()
+        );
+        std::fs::write(conf.join("main.cf"), replace_params(&base, extra)).unwrap();
         // Every service unchrooted (the queue is in a temp dir) and the recommended
         // filterd wiring from the README.
         std::fs::write(
@@ -226,12 +243,47 @@ filterd unix - - n - 4 smtp
 
 impl Drop for Postfix {
     fn drop(&mut self) {
-        let _ = self.postfix(&["stop"]);
-        // `postfix stop` returns before master exits; wait so the temp dir can go.
-        let pid = self.dir.path().join("queue/pid/master.pid");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pid.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
+        let master = std::fs::read_to_string(self.dir.path().join("queue/pid/master.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        // `postfix stop` logs through postlogd first; bound it, so a wedged instance
+        // cannot hang the test run.
+        let stop = Command::new(POSTFIX)
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("stop")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        if let Ok(mut child) = stop {
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // `postfix stop` returns before master exits; wait so the temp dir can go, and
+        // kill the instance's process group if it does not.
+        if let Some(master) = master {
+            // A zombie (nobody may reap it in a container) has exited.
+            let alive = || {
+                std::fs::read_to_string(format!("/proc/{master}/stat")).is_ok_and(|st| {
+                    st.rsplit(')')
+                        .next()
+                        .is_some_and(|r| !r.trim_start().starts_with('Z'))
+                })
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while alive() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if alive() {
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{master}"), &master.to_string()])
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
         }
     }
 }
