@@ -61,6 +61,7 @@ pub mod auth;
 pub mod checks;
 pub mod clock;
 pub mod config;
+pub mod content;
 pub mod corpus;
 pub mod domain;
 pub mod exit;

@@ -2,11 +2,11 @@
 //!
 //! 0. [`Pipeline::prepare`] (async, before the scan): where the message came from, the
 //!    policy of each recipient, the outbound guard's count, sender authentication (DNS
-//!    under one budget);
+//!    under one budget) and clamd's virus verdict;
 //! 1. features, extracted once;
-//! 2. checks (those some recipient's policy wants) -> hits;
+//! 2. checks (those some recipient's policy wants) -> hits; the attachment walk;
 //! 3. a verdict per policy (its levels, skipped checks, allow/block lists);
-//! 4. a decision per policy (destiny, quarantine copy, hold reason);
+//! 4. a decision per policy (destiny, quarantine copy, hold reason: also virus, banned);
 //! 5. the delivery of each decision: the tagged (and for outbound mail, signed) copy to
 //!    relay, a discard or a reject;
 //! 6. recipients with the same delivery merged into one part.
@@ -20,7 +20,10 @@ use crate::action::tag::{self, Tags};
 use crate::auth::origin::Origin;
 use crate::auth::{AuthConfig, AuthVerdict};
 use crate::checks::{Input, Registry};
+use crate::clock::now_unix;
 use crate::config::Config;
+use crate::content::clamd::Scanned;
+use crate::content::{Content, virus_name};
 use crate::message::{Features, HeaderBlock};
 use crate::model::bayes_live::BayesLive;
 use crate::policy::decision::{Decision, Signals, decide, looping};
@@ -53,6 +56,7 @@ pub struct Pipeline {
     quarantine: Option<Quarantine>,
     max_passes: usize,
     max_scan: usize,
+    content: Content,
 }
 
 /// What [`Pipeline::prepare`] found before the scan.
@@ -70,6 +74,8 @@ pub struct Prepared {
     pub over_limit: BTreeMap<usize, String>,
     /// How many times this filterd already handled the message (its own Received lines).
     pub passes: usize,
+    /// What clamd said, when it ran.
+    pub virus: Option<Scanned>,
 }
 
 /// One scan's inputs, for building each relayed copy.
@@ -99,10 +105,12 @@ impl Pipeline {
                 cfg.state.clone(),
                 cfg.local.domains.clone(),
                 cfg.auth.origin.clone(),
+                cfg.policies.clone(),
             ),
             quarantine: cfg.quarantine.as_ref().map(|q| q.store.clone()),
             max_passes: cfg.max_passes,
             max_scan: cfg.max_scan,
+            content: cfg.content.clone(),
         }
     }
 
@@ -120,32 +128,21 @@ impl Pipeline {
             policies: self.policies.select_all(rcpts, origin.ip, originating),
             origin,
             originating,
-            auth: None,
-            over_limit: BTreeMap::new(),
             passes,
+            ..Prepared::default()
         }
     }
 
-    /// Step 0: find the origin and the policies, count originating mail against the
-    /// outbound guard, and verify the sender (SPF, DKIM, DMARC, ARC) within the DNS budget.
+    /// Step 0: find the origin and the policies, count outbound mail against the guard,
+    /// then verify the sender (SPF, DKIM, DMARC, ARC) and ask clamd at once, each in budget.
     pub async fn prepare(&self, env: &Envelope, msg: &[u8]) -> Prepared {
         let mut prepared = self.locate(env, msg);
-        let (p, rcpts) = (&prepared, env.recipients.iter().map(|r| r.address.as_str()));
-        let over = (self.guard).count_message(
-            &self.policies,
-            &p.origin,
-            p.originating,
-            rcpts,
-            &p.policies,
-            &env.sender,
-        );
+        let p = &prepared;
+        let over = (self.guard).count_message(env, &p.origin, p.originating, &p.policies);
         prepared.over_limit = over.into_iter().collect();
-        prepared.auth = match &self.auth.verifier {
-            Some(v) if !prepared.originating || self.auth.verify_originating => {
-                Some(v.verify(msg, &prepared.origin, &env.sender).await)
-            }
-            _ => None,
-        };
+        let p = &prepared;
+        let verify = (self.auth).verify(msg, &p.origin, p.originating, &env.sender);
+        (prepared.auth, prepared.virus) = tokio::join!(verify, self.content.virus_scan(msg));
         prepared
     }
 
@@ -191,6 +188,8 @@ impl Pipeline {
             auth,
         };
         let hits = self.registry.run_except(&input, skipped);
+        let walked = self.content.walk(msg, &features.headers);
+        let virus = virus_name(prepared.virus.as_ref());
         // 3. a verdict and 4. a decision per policy
         let from = features.from.as_ref().and_then(|f| f.domain());
         let from = from.map(str::to_ascii_lowercase);
@@ -201,7 +200,9 @@ impl Pipeline {
             .map(|&p| {
                 let verdict = all[p].verdict(&hits, &self.scores, &who);
                 let over_limit = prepared.over_limit.get(&p).map(String::as_str);
-                decide(&all[p], verdict, &Signals { over_limit, auth })
+                let banned = all[p].banned.banned_part(&walked);
+                let signals = Signals::new(over_limit, auth, virus, banned);
+                decide(&all[p], verdict, &signals)
             })
             .collect();
         let scan = Scan {
@@ -255,6 +256,10 @@ impl Pipeline {
     fn relayed_copy(&self, scan: &Scan<'_>, p: usize, decision: &Decision) -> Rewrite {
         let policy = &self.policies.all[p];
         let received = tag::received_header(&self.hostname, scan.env, scan.mail_id, scan.now);
+        let virus = scan.prepared.virus.as_ref();
+        let alert = decision
+            .alert()
+            .or_else(|| self.content.unchecked_alert(virus));
         let tags = Tags {
             auth_results: scan.prepared.auth.as_ref().map(|a| a.header.as_str()),
             authserv_id: self.auth.authserv_id(),
@@ -263,6 +268,7 @@ impl Pipeline {
             subject_tag: &policy.subject_tag,
             quarantine_id: decision.quarantine.then_some(scan.mail_id),
             received: &received,
+            alert: alert.as_deref(),
         };
         let mut copy = tag::relayed_copy(scan.msg, &scan.features.headers, &tags);
         if scan.prepared.originating
@@ -298,7 +304,10 @@ impl MessageFilter for Pipeline {
         mail_id: &str,
         prepared: &Prepared,
     ) -> Result<Disposition<Report>, String> {
-        let now = crate::clock::now_unix() as i64;
+        if let Some(why) = self.content.tempfail(prepared.virus.as_ref()) {
+            return Err(why);
+        }
+        let now = now_unix() as i64;
         Ok(self.scan_prepared(env, msg, mail_id, now, prepared))
     }
 
@@ -324,22 +333,12 @@ impl MessageFilter for Pipeline {
         report: &Report,
         recipients: &[usize],
     ) -> Result<String, String> {
-        let store = self
-            .quarantine
-            .as_ref()
-            .ok_or("no quarantine is configured")?;
-        let now = crate::clock::now_unix();
-        let entry = Entry::held(env, msg.len(), mail_id, report, recipients, now);
-        store.put(&entry, msg).map_err(|e| e.to_string())?;
-        Ok(mail_id.to_string())
+        let held = Entry::held(env, msg.len(), mail_id, report, recipients, now_unix());
+        crate::action::quarantine::hold(self.quarantine.as_ref(), &held, msg)
     }
 
     fn unquarantine(&self, id: &str) {
-        if let Some(store) = &self.quarantine
-            && let Err(e) = store.delete(id)
-        {
-            tracing::error!(id, error = %e, "could not remove a quarantine copy of a retried message");
-        }
+        crate::action::quarantine::release_copy(self.quarantine.as_ref(), id);
     }
 
     fn log(&self, record: &MessageRecord<'_, Report>) {

@@ -30,6 +30,8 @@ pub(crate) struct Tags<'a> {
     pub quarantine_id: Option<&'a str>,
     /// Our Received header (see [`received_header`]).
     pub received: &'a str,
+    /// amavisd-new's `X-Amavis-Alert:` value, for infected or banned mail passed anyway.
+    pub alert: Option<&'a str>,
 }
 
 /// The copy to relay: the headers of `tags` on top, the message below them unchanged but
@@ -49,6 +51,9 @@ pub(crate) fn relayed_copy(msg: &[u8], headers: &HeaderBlock, tags: &Tags<'_>) -
     }
     if let Some(id) = tags.quarantine_id {
         prefix.extend_from_slice(id_header(id).as_bytes());
+    }
+    if let Some(alert) = tags.alert {
+        prefix.extend_from_slice(format!("X-Amavis-Alert: {}\r\n", sanitize(alert)).as_bytes());
     }
     prefix.extend_from_slice(tags.received.as_bytes());
     rewrite(msg, headers, prefix, |name, value| {

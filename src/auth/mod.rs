@@ -15,7 +15,7 @@ mod verify;
 pub use results::claims_authserv_id;
 
 use mail_auth::{DkimResult, MessageAuthenticator, SpfResult};
-use origin::OriginPolicy;
+use origin::{Origin, OriginPolicy};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -52,6 +52,23 @@ pub struct AuthConfig {
 }
 
 impl AuthConfig {
+    /// Verify a message from `origin` with envelope `sender`, unless verification is off
+    /// or the message is ours (`originating`) and ours are not verified.
+    pub async fn verify(
+        &self,
+        msg: &[u8],
+        origin: &Origin,
+        originating: bool,
+        sender: &str,
+    ) -> Option<AuthVerdict> {
+        match &self.verifier {
+            Some(v) if !originating || self.verify_originating => {
+                Some(v.verify(msg, origin, sender).await)
+            }
+            _ => None,
+        }
+    }
+
     /// Our authserv-id, when verification is on (incoming Authentication-Results claiming
     /// it are forgeries).
     pub fn authserv_id(&self) -> Option<&str> {

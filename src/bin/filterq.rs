@@ -319,6 +319,9 @@ fn print_entry(out: &mut impl std::io::Write, e: &Entry, msg: &[u8]) -> std::io:
     writeln!(out, "ID:          {}", e.id)?;
     writeln!(out, "Time:        {}", time(e.time))?;
     writeln!(out, "Reason:      {}", e.reason)?;
+    if let Some(f) = &e.finding {
+        writeln!(out, "Finding:     {f}")?;
+    }
     writeln!(out, "Policy:      {}", e.policy)?;
     writeln!(out, "Score:       {}", score(e.score))?;
     writeln!(out, "Client:      {} (HELO {})", opt(&e.client_ip), e.helo)?;

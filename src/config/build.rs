@@ -88,6 +88,8 @@ pub struct Config {
     pub state: Arc<crate::state::EmbeddedState>,
     /// The policy service, when enabled.
     pub policy_service: Option<crate::policyd::PolicySettings>,
+    /// The attachment walk and clamd.
+    pub content: crate::content::Content,
 }
 
 /// The Bayes part of a configuration.
@@ -127,6 +129,8 @@ impl Config {
         let local = super::service::build_local(&raw, &mut p);
         let state = super::service::build_state(&raw, &bayes.dir, &mut p);
         let policy_service = super::service::build_policy_service(&raw, &local, &mut p);
+        let walk = policies.all.iter().any(|x| !x.banned.is_empty());
+        let content = super::content::build_content(&raw, walk, &mut p);
         if !p.is_empty() {
             return Err(ConfigError { problems: p });
         }
@@ -157,6 +161,7 @@ impl Config {
             local,
             state,
             policy_service,
+            content,
         })
     }
 }

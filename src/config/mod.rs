@@ -13,10 +13,12 @@
 mod auth;
 mod build;
 mod check;
+mod content;
 mod load;
 mod policy;
 mod postfix;
 pub mod raw;
+mod raw_content;
 mod raw_policyd;
 mod service;
 
@@ -25,5 +27,6 @@ pub use check::ConfigError;
 pub use load::load_raw;
 pub use policy::{QuarantineSettings, quarantine_dir};
 pub use raw::*;
+pub use raw_content::*;
 pub use raw_policyd::*;
 pub use service::LocalSettings;

@@ -49,7 +49,7 @@ pub(super) fn build_policies(raw: &RawConfig, p: &mut Vec<String>) -> Policies {
         } else if !names.insert(b.name.clone()) {
             p.push(format!("{key}: the name is used twice"));
         }
-        all.push(bank(&key, b, &default, &registry, p));
+        all.push(bank(raw, &key, b, &default, &registry, p));
     }
     all.push(default);
     Policies { all }
@@ -88,12 +88,26 @@ fn default_policy(raw: &RawConfig, p: &mut Vec<String>) -> Policy {
         skipped_hits: HashSet::new(),
         lists: lists("lists", &raw.lists, p),
         rate_limit: rate_limit("ratelimit", &raw.ratelimit, p),
+        banned: super::content::banned_rules(raw, "content", &[], p),
+        banned_destiny: super::content::content_destiny(
+            "banned_destiny",
+            &raw.content.banned_destiny,
+            p,
+        ),
+        banned_quarantine: raw.content.banned_quarantine,
+        virus_destiny: super::content::content_destiny(
+            "virus_destiny",
+            &raw.content.virus_destiny,
+            p,
+        ),
+        virus_quarantine: raw.content.virus_quarantine,
     }
 }
 
 /// One `[[policy]]` bank (`key` names it in problems): its selectors, and its overrides of
 /// the default policy.
 fn bank(
+    raw: &RawConfig,
     key: &str,
     b: &RawPolicy,
     default: &Policy,
@@ -178,16 +192,20 @@ fn bank(
         rate_limit: b.ratelimit.as_ref().map_or(default.rate_limit, |r| {
             rate_limit(&format!("{key}.ratelimit"), r, p)
         }),
+        banned: match b.allow_banned.is_empty() {
+            true => default.banned.clone(),
+            false => super::content::banned_rules(raw, key, &b.allow_banned, p),
+        },
+        ..default.clone()
     }
 }
 
 /// The quarantine, when some policy can put mail there (created and checked writable by
 /// the server at start, and by `--check-config`).
 pub(super) fn build_quarantine(raw: &RawConfig, policies: &Policies) -> Option<QuarantineSettings> {
-    let used = policies
-        .all
-        .iter()
-        .any(|x| x.spam_quarantine || x.rate_limit.is_some());
+    let used = policies.all.iter().any(|x| {
+        x.spam_quarantine || x.rate_limit.is_some() || x.banned_quarantine || x.virus_quarantine
+    });
     used.then(|| QuarantineSettings {
         store: Quarantine::at(&quarantine_dir(raw)),
         max_age: (raw.quarantine.max_age_days > 0)

@@ -45,6 +45,10 @@ pub struct RawConfig {
     pub local_domains: super::raw_policyd::RawLocalDomains,
     /// `[policy_service]`: the Postfix policy delegation server.
     pub policy_service: super::raw_policyd::RawPolicyService,
+    /// `[content]`: banned content, virus and banned destinies.
+    pub content: super::raw_content::RawContent,
+    /// `[clamd]`: virus scanning.
+    pub clamd: super::raw_content::RawClamd,
 }
 
 /// `[actions]`: destinies of the default policy (amavisd-new's `final_spam_destiny`,
@@ -192,6 +196,9 @@ pub struct RawPolicy {
     pub lists: Option<RawLists>,
     /// Replaces `[ratelimit]` for this bank.
     pub ratelimit: Option<RawRateLimit>,
+    /// Banned-rule exceptions of this bank, tried before `[content] allow`.
+    #[serde(default)]
+    pub allow_banned: Vec<String>,
 }
 
 /// `[auth]`: SPF, DKIM, DMARC and ARC verification of inbound mail.

@@ -23,6 +23,17 @@ pub enum Hold {
     Dmarc,
     /// The message already passed this filterd too often: a mail loop (refused, not held).
     Loop,
+    /// clamd found a virus.
+    Virus {
+        /// The signature name, e.g. `Eicar-Signature`.
+        name: String,
+    },
+    /// A part or archive member matched a banned rule.
+    Banned {
+        /// Where, amavis-style: `multipart/mixed | application/zip,.zip,invoice.zip |
+        /// .exe,invoice.pdf.exe`.
+        part: String,
+    },
 }
 
 impl Hold {
@@ -33,6 +44,8 @@ impl Hold {
             Hold::RateLimit { .. } => "ratelimit",
             Hold::Dmarc => "dmarc",
             Hold::Loop => "loop",
+            Hold::Virus { .. } => "virus",
+            Hold::Banned { .. } => "banned",
         }
     }
 }
@@ -60,7 +73,34 @@ impl Decision {
             Some(Hold::RateLimit { .. }) => "RATELIMIT",
             Some(Hold::Dmarc) => "DMARC",
             Some(Hold::Loop) => "LOOP",
+            Some(Hold::Virus { .. }) => "INFECTED",
+            Some(Hold::Banned { .. }) => "BANNED",
             Some(Hold::Spam) | None => self.verdict.category().as_str(),
+        }
+    }
+
+    /// What the log line writes in parentheses after the category: the virus name or the
+    /// banned part.
+    pub(crate) fn detail(&self) -> Option<&str> {
+        match &self.hold {
+            Some(Hold::Virus { name }) => Some(name),
+            Some(Hold::Banned { part }) => Some(part),
+            _ => None,
+        }
+    }
+
+    /// amavisd-new's `X-Amavis-Alert:` value for infected or banned mail that is passed
+    /// anyway.
+    pub(crate) fn alert(&self) -> Option<String> {
+        match (&self.hold, self.destiny) {
+            (Some(Hold::Virus { name }), Destiny::Pass) => {
+                Some(format!("INFECTED, message contains virus: {name}"))
+            }
+            (Some(Hold::Banned { part }), Destiny::Pass) => {
+                let last = part.rsplit(" | ").next().unwrap_or(part);
+                Some(format!("BANNED, message contains {last}"))
+            }
+            _ => None,
         }
     }
 }
@@ -72,6 +112,27 @@ pub struct Signals<'a> {
     pub over_limit: Option<&'a str>,
     /// Sender authentication, when it ran.
     pub auth: Option<&'a AuthVerdict>,
+    /// The virus clamd found, if any.
+    pub virus: Option<&'a str>,
+    /// The first part this policy's banned rules ban, if any.
+    pub banned: Option<&'a str>,
+}
+
+impl<'a> Signals<'a> {
+    /// All four signals.
+    pub fn new(
+        over_limit: Option<&'a str>,
+        auth: Option<&'a AuthVerdict>,
+        virus: Option<&'a str>,
+        banned: Option<&'a str>,
+    ) -> Self {
+        Signals {
+            over_limit,
+            auth,
+            virus,
+            banned,
+        }
+    }
 }
 
 /// Decide, amavis-style: below kill the message passes; blocked mail meets the spam
@@ -106,6 +167,21 @@ pub fn decide(policy: &Policy, verdict: Verdict, signals: &Signals<'_>) -> Decis
     if let Some(hold) = held {
         d.destiny = Destiny::Discard;
         d.quarantine = true;
+        d.hold = Some(hold);
+    }
+    let content = if let Some(name) = signals.virus {
+        Some((
+            Hold::Virus { name: name.into() },
+            policy.virus_destiny,
+            policy.virus_quarantine,
+        ))
+    } else {
+        let part = signals.banned.map(|p| Hold::Banned { part: p.into() });
+        part.map(|h| (h, policy.banned_destiny, policy.banned_quarantine))
+    };
+    if let Some((hold, destiny, quarantine)) = content {
+        d.destiny = destiny;
+        d.quarantine = quarantine;
         d.hold = Some(hold);
     }
     d
@@ -191,11 +267,41 @@ mod tests {
     }
 
     #[test]
+    fn a_virus_or_a_banned_part_holds_by_its_own_destiny() {
+        let mut p = policy("x");
+        let infected = Signals {
+            virus: Some("Eicar-Signature"),
+            banned: Some("multipart/mixed | .exe,x.exe"),
+            ..Signals::default()
+        };
+        let d = decide(&p, verdict(-3.0, &p), &infected);
+        assert_eq!(
+            (d.destiny, d.quarantine, d.category()),
+            (Destiny::Discard, true, "INFECTED")
+        );
+        assert_eq!(d.detail(), Some("Eicar-Signature"));
+        assert_eq!(d.hold.as_ref().map(Hold::reason), Some("virus"));
+        assert_eq!(d.alert(), None, "not passed: no alert header");
+        let banned = Signals {
+            banned: Some("multipart/mixed | application/zip,.zip,a.zip | .exe,invoice.pdf.exe"),
+            ..Signals::default()
+        };
+        p.banned_destiny = Destiny::Pass;
+        let d = decide(&p, verdict(0.0, &p), &banned);
+        assert_eq!((d.destiny, d.category()), (Destiny::Pass, "BANNED"));
+        assert_eq!(d.hold.as_ref().map(Hold::reason), Some("banned"));
+        assert_eq!(
+            d.alert().as_deref(),
+            Some("BANNED, message contains .exe,invoice.pdf.exe")
+        );
+    }
+
+    #[test]
     fn signals_hold_whatever_the_score() {
         let mut p = policy("x");
         let limited = Signals {
             over_limit: Some("sender a@x.test"),
-            auth: None,
+            ..Signals::default()
         };
         let d = decide(&p, verdict(-3.0, &p), &limited);
         assert_eq!(d.destiny, Destiny::Discard);
@@ -204,8 +310,8 @@ mod tests {
         assert_eq!(d.hold.as_ref().map(Hold::reason), Some("ratelimit"));
         let failing = auth(DmarcVerdict::Fail(DmarcPolicy::Reject));
         let dmarc = Signals {
-            over_limit: None,
             auth: Some(&failing),
+            ..Signals::default()
         };
         assert_eq!(
             decide(&p, verdict(0.0, &p), &dmarc).hold,

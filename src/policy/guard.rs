@@ -11,6 +11,7 @@
 
 use super::{LocalDomains, Policies};
 use crate::auth::origin::{Origin, OriginPolicy};
+use crate::smtp::envelope::Envelope;
 use crate::state::Counters;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -99,6 +100,7 @@ pub struct Guard {
     warned: Mutex<HashMap<String, u64>>,
     local: Arc<LocalDomains>,
     origin: OriginPolicy,
+    policies: Arc<Policies>,
 }
 
 impl std::fmt::Debug for Guard {
@@ -137,51 +139,46 @@ fn counted<'a>(limit: &RateLimit, keys: &'a Keys) -> Vec<(&'static str, &'a str,
 impl Guard {
     /// A guard over `counters`, with no local domains known.
     pub fn new(counters: Arc<dyn Counters>) -> Self {
-        Self::scoped(counters, Arc::default(), OriginPolicy::default())
+        let none = Arc::new(Policies { all: vec![] });
+        Self::scoped(counters, Arc::default(), OriginPolicy::default(), none)
     }
 
-    /// A guard over `counters` that tells outbound from local recipients by `local` and
-    /// relayed from our own clients by `origin`.
+    /// A guard over `counters` for `policies` that tells outbound from local recipients by
+    /// `local` and relayed from our own clients by `origin`.
     pub fn scoped(
         counters: Arc<dyn Counters>,
         local: Arc<LocalDomains>,
         origin: OriginPolicy,
+        policies: Arc<Policies>,
     ) -> Self {
         Guard {
             counters,
             warned: Mutex::new(HashMap::new()),
             local,
             origin,
+            policies,
         }
     }
 
-    /// Count one message from `origin` with `sender` to `recipients` (their policies in
-    /// `chosen`, one per recipient; missing = the default) under the policies of its
-    /// outbound recipients; returns the policies it is over, with the key. Relayed mail is
-    /// recognised only with local domains known.
-    pub fn count_message<'a>(
+    /// Count the message of `env` from `origin` under the policies (from `chosen`, one per
+    /// recipient; missing = the default) of its outbound recipients; returns the policies
+    /// it is over, with the key. Relayed mail is recognised only with local domains known.
+    pub fn count_message(
         &self,
-        policies: &Policies,
+        env: &Envelope,
         origin: &Origin,
         originating: bool,
-        recipients: impl Iterator<Item = &'a str>,
         chosen: &[usize],
-        sender: &str,
     ) -> Vec<(usize, String)> {
-        let default = policies.default_index();
-        let outbound = self
-            .local
-            .outbound(recipients, chosen, originating, default);
+        let rcpts = env.recipients.iter().map(|r| r.address.as_str());
+        let default = self.policies.default_index();
+        let outbound = self.local.outbound(rcpts, chosen, originating, default);
         if outbound.is_empty() {
             return vec![];
         }
         let relay = self.local.known() && self.origin.is_relay(origin);
-        self.count(
-            policies,
-            &outbound,
-            &Keys::of(origin, sender, relay),
-            sender,
-        )
+        let keys = Keys::of(origin, &env.sender, relay);
+        self.count(&self.policies, &outbound, &keys, &env.sender)
     }
 
     /// Count one message of policy `policy` from `sender` and say which key is over its

@@ -102,6 +102,16 @@ pub struct Policy {
     pub lists: Lists,
     /// The outbound guard (mail to recipients outside the local domains).
     pub rate_limit: Option<RateLimit>,
+    /// Banned rules (its exceptions first); empty = no banned check.
+    pub banned: std::sync::Arc<crate::content::banned::BannedRules>,
+    /// What happens to banned mail.
+    pub banned_destiny: Destiny,
+    /// Keep a quarantine copy of banned mail.
+    pub banned_quarantine: bool,
+    /// What happens to infected mail.
+    pub virus_destiny: Destiny,
+    /// Keep a quarantine copy of infected mail.
+    pub virus_quarantine: bool,
 }
 
 impl Policy {
@@ -251,6 +261,11 @@ pub(crate) mod tests {
             skipped_hits: HashSet::new(),
             lists: Lists::default(),
             rate_limit: None,
+            banned: Default::default(),
+            banned_destiny: Destiny::Discard,
+            banned_quarantine: true,
+            virus_destiny: Destiny::Discard,
+            virus_quarantine: true,
         }
     }
 

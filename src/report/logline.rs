@@ -34,7 +34,9 @@ pub(crate) fn render(r: &MessageRecord<'_, Report>) -> String {
     let mut s = String::with_capacity(256);
     let _ = write!(
         s,
-        "{verb} {category} {{{action}{direction}{quarantined}}}, [{}]:{}",
+        "{verb} {category}{} {{{action}{direction}{quarantined}}}, [{}]:{}",
+        part.and_then(Decision::detail)
+            .map_or(String::new(), |d| format!(" ({d})")),
         env.peer.ip(),
         env.peer.port()
     );

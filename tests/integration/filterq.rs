@@ -50,6 +50,7 @@ binary \u{e9}\r\n"
             time: unix(SystemTime::now()) - age_days * 86_400,
             policy: "default".into(),
             reason: reason.into(),
+            finding: None,
             score: Some(score),
             hits: vec![EntryHit {
                 name: "GTUBE".into(),

@@ -6,6 +6,7 @@ mod architecture;
 mod auth;
 mod checks;
 mod cli;
+mod content;
 mod crash;
 mod filterq;
 mod hardening;

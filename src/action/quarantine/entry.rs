@@ -63,8 +63,11 @@ pub struct Entry {
     pub time: u64,
     /// The policy bank that decided.
     pub policy: String,
-    /// Why: a [`Hold`] reason (`spam`, `ratelimit`, `dmarc`).
+    /// Why: a [`Hold`] reason (`spam`, `ratelimit`, `dmarc`, `virus`, `banned`).
     pub reason: String,
+    /// What was found: the virus name or the banned part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finding: Option<String>,
     /// The score, when scanned.
     pub score: Option<f64>,
     /// The hits with their scores.
@@ -125,6 +128,7 @@ impl Entry {
                 .and_then(|d| d.hold.as_ref())
                 .map_or("spam", Hold::reason)
                 .to_string(),
+            finding: decision.and_then(|d| d.detail()).map(str::to_string),
             score: verdict.map(|v| v.score),
             hits: verdict.map_or_else(Vec::new, |v| {
                 v.hits

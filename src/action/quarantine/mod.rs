@@ -63,6 +63,27 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> QuarantineError + '_ {
 }
 
 /// True for a well-formed id (also what keeps a path out of the store's directory).
+/// Write a held message to `store` (durably, before the reply); an error says why, for
+/// the 451 and the log.
+pub(crate) fn hold(
+    store: Option<&Quarantine>,
+    entry: &Entry,
+    msg: &[u8],
+) -> Result<String, String> {
+    let store = store.ok_or("no quarantine is configured")?;
+    store.put(entry, msg).map_err(|e| e.to_string())?;
+    Ok(entry.id.clone())
+}
+
+/// Remove the quarantine copy of a message that is being retried (its delivery failed).
+pub(crate) fn release_copy(store: Option<&Quarantine>, id: &str) {
+    if let Some(store) = store
+        && let Err(e) = store.delete(id)
+    {
+        tracing::error!(id, error = %e, "could not remove a quarantine copy of a retried message");
+    }
+}
+
 pub(crate) fn valid_id(id: &str) -> bool {
     id.len() == 12
         && id
@@ -382,6 +403,7 @@ mod tests {
             time,
             policy: "default".into(),
             reason: "spam".into(),
+            finding: None,
             score: Some(1000.0),
             hits: vec![EntryHit {
                 name: "GTUBE".into(),

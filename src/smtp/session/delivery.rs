@@ -168,10 +168,16 @@ where
         answer.replies
     }
 
-    /// The filter's scan: on the session's task when the filter says it is cheap, else on
-    /// the blocking pool under the scan budget.
+    /// The filter's preparation (network work: sender authentication, clamd) and scan, both
+    /// within the scan budget: the scan on the session's task when the filter says it is
+    /// cheap, else on the blocking pool.
     async fn scan(&self, m: &Message) -> Result<Disposition<F::Report>, ScanFailure> {
-        let prepared = Arc::new(self.filter.prepare(&m.envelope, &m.bytes).await);
+        let end = tokio::time::Instant::now() + self.cfg.scan_budget;
+        let prepare = self.filter.prepare(&m.envelope, &m.bytes);
+        let prepared = tokio::time::timeout_at(end, prepare)
+            .await
+            .map_err(|_| ScanFailure::OverBudget)?;
+        let prepared = Arc::new(prepared);
         let guarded = |filter: &F, env: &Envelope, msg: &[u8], id: &str, pre: &F::Prepared| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 filter.scan(env, msg, id, pre)
@@ -188,7 +194,7 @@ where
         let id = m.mail_id.clone();
         let scan =
             tokio::task::spawn_blocking(move || guarded(&filter, &env, &msg, &id, &prepared));
-        match tokio::time::timeout(self.cfg.scan_budget, scan).await {
+        match tokio::time::timeout_at(end, scan).await {
             Err(_) => Err(ScanFailure::OverBudget),
             Ok(Err(_)) => Err(ScanFailure::Panicked),
             Ok(Ok(done)) => done,
