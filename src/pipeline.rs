@@ -183,9 +183,11 @@ impl Pipeline {
         let features = Features::extract_with(view, now, bayes || model);
         // 2. checks
         let auth = prepared.auth.as_ref();
+        let virus_unchecked = matches!(prepared.virus, Some(Scanned::Failed(_)));
         let input = Input {
             features: &features,
             auth,
+            virus_unchecked,
         };
         let hits = self.registry.run_except(&input, skipped);
         let walked = self.content.walk(msg, &features.headers);

@@ -16,6 +16,7 @@ mod received;
 mod recipients;
 mod reply_to;
 mod subject;
+mod virus;
 
 use crate::auth::AuthVerdict;
 use crate::message::Features;
@@ -73,6 +74,8 @@ pub struct Input<'a> {
     /// Sender authentication, when it ran (computed before the checks, under its DNS
     /// budget; checks never touch the network).
     pub auth: Option<&'a AuthVerdict>,
+    /// No clamd answered and the message goes on unscanned (`[clamd] on_error = "pass"`).
+    pub virus_unchecked: bool,
 }
 
 impl<'a> Input<'a> {
@@ -81,6 +84,7 @@ impl<'a> Input<'a> {
         Input {
             features,
             auth: None,
+            virus_unchecked: false,
         }
     }
 }
@@ -126,6 +130,7 @@ impl Registry {
                 ("received", Box::new(received::ReceivedCheck::default())),
                 ("bayes", Box::new(bayes::BayesCheck { live: bayes })),
                 ("model", Box::new(onnx::OnnxCheck { model })),
+                ("virus", Box::new(virus::VirusCheck)),
             ],
         }
     }

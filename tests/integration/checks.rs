@@ -14,7 +14,8 @@
 //! - `train: spam 10` / `train: ham`: not a test but training: the message is learned that
 //!   many times (as distinct messages) into the file's Bayes store, which then votes;
 //! - `model: shipped` (models/spam-lr) or `model: failing` (a model that loads but cannot
-//!   score a real message): the ONNX model the case runs with.
+//!   score a real message): the ONNX model the case runs with;
+//! - `clamd: failed` / `clamd: clean`: what the virus scan found before the checks.
 
 use crate::util::repo;
 use filterd::auth::{AuthResult, AuthVerdict, DkimVerdict, DmarcPolicy, DmarcVerdict};
@@ -42,6 +43,7 @@ struct Case {
     auth: Option<AuthVerdict>,
     train: Option<(Class, usize)>,
     model: Option<String>,
+    clamd: Option<String>,
     message: Vec<u8>,
 }
 
@@ -130,6 +132,10 @@ fn directive(case: &mut Case, line: &str, at: &str) {
             case.train = Some((class, times));
         }
         "model" => case.model = Some(value.to_string()),
+        "clamd" => match value {
+            "failed" | "clean" => case.clamd = Some(value.to_string()),
+            other => panic!("{at}: clamd: failed or clean, not `{other}`"),
+        },
         other => panic!("{at}: unknown directive `{other}`"),
     }
 }
@@ -330,6 +336,7 @@ fn run(case: &Case, bayes: Option<Arc<BayesLive>>, at: &str) -> Vec<&'static str
     let input = Input {
         features: &features,
         auth: case.auth.as_ref(),
+        virus_unchecked: case.clamd.as_deref() == Some("failed"),
     };
     registry.run(&input).names().to_vec()
 }
