@@ -20,6 +20,28 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+/// The next connection on `listener`. While the OS refuses (out of file descriptors and
+/// the like) it logs `what` and backs off, 10 ms doubling up to 1 s, instead of spinning.
+async fn accept(
+    listener: &TcpListener,
+    backoff: &mut std::time::Duration,
+    what: &str,
+) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(x) => {
+                *backoff = std::time::Duration::from_millis(10);
+                return x;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "{what}");
+                tokio::time::sleep(*backoff).await;
+                *backoff = (*backoff * 2).min(std::time::Duration::from_secs(1));
+            }
+        }
+    }
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {

@@ -20,18 +20,8 @@ pub(super) async fn policy_loop(
     let permits = Arc::new(Semaphore::new(service.settings.max_connections));
     let mut backoff = Duration::from_millis(10);
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => {
-                backoff = Duration::from_millis(10);
-                x
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "policy service: accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
+        let (stream, peer) =
+            super::accept(&listener, &mut backoff, "policy service: accept failed").await;
         let ip = super::smtp::canonical(peer.ip());
         if !allow.iter().any(|n| n.contains(&ip)) {
             tracing::warn!(client = %peer, "policy client not in allow_clients, closed");

@@ -30,19 +30,7 @@ pub(super) struct AcceptContext {
 pub(super) async fn accept_loop(listener: TcpListener, ctx: AcceptContext) {
     let mut backoff = Duration::from_millis(10);
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => {
-                backoff = Duration::from_millis(10);
-                x
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
+        let (stream, peer) = super::accept(&listener, &mut backoff, "accept failed").await;
         stream.set_nodelay(true).ok();
         let ip = canonical(peer.ip());
         if !ctx.allow.iter().any(|n| n.contains(&ip)) {
