@@ -164,10 +164,10 @@ fn held(f: &Filterd) -> Vec<filterd::action::quarantine::Entry> {
 async fn eicar_plain_in_a_zip_and_in_a_nested_zip_is_held_as_infected_and_clean_files_pass() {
     let Some(clamd) = Clamd::start() else { return };
     let sink = Sink::start(Behaviour::default()).await;
-    let f = Filterd::start(
-        sink.addr,
-        &format!("[clamd]\naddresses = [\"{}\"]\n", clamd.socket.display()),
-    );
+    // A dead clamd first: the next address is tried (failover).
+    let dead = clamd.socket.with_file_name("no-such-clamd.sock");
+    let addresses = format!("\"{}\", \"{}\"", dead.display(), clamd.socket.display());
+    let f = Filterd::start(sink.addr, &format!("[clamd]\naddresses = [{addresses}]\n"));
     let nested = zip_of(&[("inner.zip", &zip_of(&[("eicar.com", EICAR)]))]);
     let zipped = zip_of(&[("eicar.com", EICAR)]);
     for (i, (ctype, name, data)) in [
