@@ -181,6 +181,24 @@ impl Guard {
         self.count(&self.policies, &outbound, &keys, &env.sender)
     }
 
+    /// Without counting: the key already at its limit for mail from `origin` with
+    /// `sender` to `recipient`, if it is outbound (the policy service asks this before
+    /// queueing; the same rule as [`Guard::count_message`]).
+    pub fn at_limit(&self, origin: &Origin, sender: &str, recipient: &str) -> Option<String> {
+        let originating = self.origin.is_originating(origin);
+        let default = self.policies.default_index();
+        let rcpt = std::iter::once(recipient);
+        let chosen = [self.policies.select(recipient, origin.ip, originating)];
+        let p = *self
+            .local
+            .outbound(rcpt, &chosen, originating, default)
+            .first()?;
+        let relay = self.local.known() && self.origin.is_relay(origin);
+        let policy = &self.policies.all[p];
+        let limit = policy.rate_limit.as_ref()?;
+        self.over(&policy.name, limit, &Keys::of(origin, sender, relay))
+    }
+
     /// Count one message of policy `policy` from `sender` and say which key is over its
     /// limit, if any.
     pub fn check(

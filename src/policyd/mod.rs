@@ -20,7 +20,6 @@ pub mod spf;
 
 use crate::auth::Verifier;
 use crate::auth::origin::{Origin, OriginPolicy};
-use crate::policy::guard::Keys;
 use crate::policy::{Guard, LocalDomains, Policies};
 use crate::state::Greylist;
 use greylist::{Grey, GreylistSettings};
@@ -92,9 +91,6 @@ pub struct PolicyService {
     pub settings: PolicySettings,
     greylist: Arc<dyn Greylist>,
     guard: Guard,
-    policies: Arc<Policies>,
-    local: Arc<LocalDomains>,
-    origin: OriginPolicy,
     verifier: Option<Arc<Verifier>>,
     hostname: String,
     /// Message instances that already got their Received-SPF header.
@@ -125,10 +121,12 @@ impl PolicyService {
         PolicyService {
             settings,
             greylist: shared.greylist,
-            guard: Guard::new(shared.counters),
-            policies: shared.policies,
-            local: shared.local,
-            origin: shared.origin,
+            guard: Guard::scoped(
+                shared.counters,
+                shared.local,
+                shared.origin,
+                shared.policies,
+            ),
             verifier: shared.verifier,
             hostname: shared.hostname,
             prepended: Mutex::new(VecDeque::new()),
@@ -266,19 +264,6 @@ impl PolicyService {
             sasl_user: (!sasl.is_empty()).then(|| sasl.to_string()),
             ..Origin::default()
         };
-        let originating = self.origin.is_originating(&origin);
-        let outbound = if self.local.known() {
-            !self.local.is_local(rcpt)
-        } else {
-            originating
-        };
-        if !outbound {
-            return None;
-        }
-        let relay = self.local.known() && self.origin.is_relay(&origin);
-        let keys = Keys::of(&origin, sender, relay);
-        let policy = &self.policies.all[self.policies.select(rcpt, ip, originating)];
-        let limit = policy.rate_limit.as_ref()?;
-        self.guard.over(&policy.name, limit, &keys)
+        self.guard.at_limit(&origin, sender, rcpt)
     }
 }
