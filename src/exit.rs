@@ -13,7 +13,7 @@ pub const USAGE: u8 = 64;
 /// Bad input data: a corrupt entry or store.
 pub const DATAERR: u8 = 65;
 /// An input that does not exist: no such entry.
-pub(crate) const NOINPUT: u8 = 66;
+pub const NOINPUT: u8 = 66;
 /// A service refused for good (the next hop said 5xx).
 pub const UNAVAILABLE: u8 = 69;
 /// An OS-level failure: cannot bind, no runtime.

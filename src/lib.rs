@@ -72,6 +72,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod policyd;
 pub mod report;
+pub mod rules;
 pub mod server;
 pub mod smtp;
 pub mod state;

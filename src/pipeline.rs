@@ -46,7 +46,7 @@ const INLINE_SCAN_LIMIT: (usize, usize) = (256 * 1024, 32 * 1024);
 pub struct Pipeline {
     registry: Registry,
     bayes: Option<Arc<BayesLive>>,
-    scores: BTreeMap<&'static str, f64>,
+    rules: Arc<crate::rules::live::LiveRules>,
     hostname: String,
     autolearn: Option<(f64, f64)>,
     model: bool,
@@ -96,7 +96,7 @@ impl Pipeline {
             registry: Registry::new(cfg.bayes.clone(), cfg.model.clone()),
             model: cfg.model.is_some(),
             bayes: cfg.bayes.clone(),
-            scores: cfg.scores.clone(),
+            rules: cfg.rules.clone(),
             hostname: cfg.hostname.clone(),
             autolearn: cfg.autolearn,
             auth: cfg.auth.clone(),
@@ -189,7 +189,14 @@ impl Pipeline {
             auth,
             virus_unchecked,
         };
-        let hits = self.registry.run_except(&input, skipped);
+        let mut hits = self.registry.run_except(&input, skipped);
+        let scoring = self.rules.current();
+        if !skipped("rules") {
+            let view = crate::rules::View::new(&features, &hits, auth);
+            let mut fired = crate::checks::Hits::default();
+            scoring.rules.run(&view, &mut fired);
+            hits.extend(&fired);
+        }
         let walked = self.content.walk(msg, &features.headers);
         let virus = virus_name(prepared.virus.as_ref());
         // 3. a verdict and 4. a decision per policy
@@ -200,7 +207,7 @@ impl Pipeline {
             .distinct()
             .iter()
             .map(|&p| {
-                let verdict = all[p].verdict(&hits, &self.scores, &who);
+                let verdict = all[p].verdict(&hits, &scoring.scores, &who);
                 let over_limit = prepared.over_limit.get(&p).map(String::as_str);
                 let banned = all[p].banned.banned_part(&walked);
                 let signals = Signals::new(over_limit, auth, virus, banned);
@@ -237,7 +244,7 @@ impl Pipeline {
             passes = prepared.passes,
             "mail loop: the message already passed this filterd; check next_hop and Postfix's content_filter"
         );
-        let decision = looping(self.policies.default_policy(), &self.scores);
+        let decision = looping(self.policies.default_policy(), &self.rules.current().scores);
         let mut parts = Parts::default();
         let delivery = Delivery::Reject(Reply::mail_loop(prepared.passes));
         parts.add((0..env.recipients.len()).collect(), delivery, decision);

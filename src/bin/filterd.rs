@@ -40,7 +40,7 @@ fn tune_allocator() {
 struct Args {
     /// TOML configuration file; without it the embedded defaults are used
     /// (listen 127.0.0.1:10024, next hop 127.0.0.1:10025).
-    #[arg(long, short = 'c', value_name = "FILE")]
+    #[arg(long, short = 'c', value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Validate the configuration, print every problem, and exit (0 valid, 78 invalid).
     #[arg(long)]
@@ -70,6 +70,54 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// The rule engine: check the rule files, or see which rules a message fires.
+    Rules {
+        #[command(subcommand)]
+        action: RulesAction,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum RulesAction {
+    /// Compile the shipped rules and the `[rules] dirs` of --config; list every problem
+    /// with file and line (exit 78), or what was loaded.
+    Lint,
+    /// Score a message as filterd would (the configured model and Bayes store, no DNS) and
+    /// say which rules fired and on what text.
+    Test {
+        /// The message, as a file (`-`: standard input).
+        file: PathBuf,
+    },
+}
+
+/// `filterd rules lint|test`.
+fn rules(config: Option<&PathBuf>, action: &RulesAction) -> Result<u8, Failure> {
+    let config = match config {
+        Some(path) => Config::load(path),
+        None => Config::defaults(),
+    }
+    .map_err(|e| Failure::msg(exit::CONFIG, format!("configuration is invalid:\n{e}")))?;
+    match action {
+        RulesAction::Lint => match filterd::rules::cli::lint(&config) {
+            Ok(report) => {
+                print!("{report}");
+                Ok(exit::OK)
+            }
+            Err(problems) => Err(Failure::msg(exit::CONFIG, problems.join("\n"))),
+        },
+        RulesAction::Test { file } => {
+            let raw = if file.as_os_str() == "-" {
+                let mut v = vec![];
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut v).map(|_| v)
+            } else {
+                std::fs::read(file)
+            }
+            .map_err(|e| Failure::msg(exit::NOINPUT, format!("{}: {e}", file.display())))?;
+            let now = filterd::clock::now_unix() as i64;
+            print!("{}", filterd::rules::cli::test(&config, &raw, now));
+            Ok(exit::OK)
+        }
+    }
 }
 
 fn dkim_keygen(
@@ -139,11 +187,21 @@ fn main() -> ExitCode {
         algorithm,
         bits,
         out,
-    }) = args.command
+    }) = &args.command
     {
+        let (domain, selector, algorithm, bits, out) = (
+            domain.clone(),
+            selector.clone(),
+            algorithm.clone(),
+            *bits,
+            out.clone(),
+        );
         return exit::run("filterd dkim-keygen", || {
             dkim_keygen(&domain, &selector, &algorithm, bits, out)
         });
+    }
+    if let Some(Command::Rules { action }) = &args.command {
+        return exit::run("filterd rules", || rules(args.config.as_ref(), action));
     }
     exit::run("filterd", || serve(&args))
 }

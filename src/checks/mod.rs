@@ -55,6 +55,13 @@ impl Hits {
         }
     }
 
+    /// Record every hit of `other` after these.
+    pub fn extend(&mut self, other: &Hits) {
+        for (n, f) in other.scaled() {
+            self.add_scaled(n, f);
+        }
+    }
+
     /// The names recorded.
     pub fn names(&self) -> &[&'static str] {
         &self.0

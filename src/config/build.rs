@@ -5,7 +5,6 @@ use super::check::{ConfigError, addresses, is_hostname, networks, positive};
 use super::policy::QuarantineSettings;
 use super::raw::RawConfig;
 use crate::auth::AuthConfig;
-use crate::checks::Registry;
 use crate::model::bayes::BayesParams;
 use crate::model::bayes_live::BayesLive;
 use crate::model::bayes_store::default_state_dir;
@@ -56,8 +55,11 @@ pub struct Config {
     pub policies: Arc<Policies>,
     /// The quarantine, when some policy uses it.
     pub quarantine: Option<QuarantineSettings>,
-    /// Score of every hit name any check can emit (defaults merged with `[scores]`).
+    /// Score of every hit name any check or rule can emit (defaults, rule files, then
+    /// `[scores]`), as loaded at start.
     pub scores: BTreeMap<&'static str, f64>,
+    /// The rule set and the scores in use (reloaded on SIGHUP).
+    pub rules: Arc<crate::rules::live::LiveRules>,
     /// Our host name.
     pub hostname: String,
     /// Log filter directive.
@@ -119,7 +121,7 @@ impl Config {
         positive("scan.max_scan_kb", raw.scan.max_scan_kb as u64, &mut p);
         let policies = super::policy::build_policies(&raw, &mut p);
         let quarantine = super::policy::build_quarantine(&raw, &policies);
-        let scores = build_scores(&raw, &mut p);
+        let rules = build_rules(&raw, &mut p);
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
             p.push(format!("log.level: `{}`: {e}", raw.log.level));
         }
@@ -131,9 +133,9 @@ impl Config {
         let policy_service = super::service::build_policy_service(&raw, &local, &mut p);
         let walk = policies.all.iter().any(|x| !x.banned.is_empty());
         let content = super::content::build_content(&raw, walk, &mut p);
-        if !p.is_empty() {
+        let Some(rules) = rules.filter(|_| p.is_empty()) else {
             return Err(ConfigError { problems: p });
-        }
+        };
         let b = &raw.bayes;
         Ok(Config {
             server,
@@ -143,7 +145,8 @@ impl Config {
             levels: policies.default_policy().levels,
             policies: Arc::new(policies),
             quarantine,
-            scores,
+            scores: rules.current().scores.clone(),
+            rules,
             hostname,
             log_level: raw.log.level.clone(),
             worker_threads: raw.server.worker_threads,
@@ -248,23 +251,21 @@ fn session_of(raw: &RawConfig, hostname: &str) -> SessionConfig {
     }
 }
 
-/// Every hit name with its score: the defaults, overridden by `[scores]`; a name no check
-/// emits is a problem, not a silent zero.
-fn build_scores(raw: &RawConfig, p: &mut Vec<String>) -> BTreeMap<&'static str, f64> {
-    let mut scores = Registry::default_scores();
-    for (name, score) in &raw.scores {
-        match scores.keys().find(|k| **k == name.as_str()).copied() {
-            Some(k) if score.is_finite() => {
-                scores.insert(k, *score);
-            }
-            Some(_) => p.push(format!("scores.{name}: must be a finite number")),
-            None => p.push(format!(
-                "scores.{name}: no check emits a hit of this name (known: {})",
-                scores.keys().copied().collect::<Vec<_>>().join(", ")
-            )),
+/// The rule set (shipped and site files) and every hit name's score: the defaults, the rule
+/// files' `score` lines, then `[scores]`; a name nothing emits is a problem, not a silent
+/// zero, and so is every mistake in a rule file (with file and line).
+fn build_rules(raw: &RawConfig, p: &mut Vec<String>) -> Option<Arc<crate::rules::live::LiveRules>> {
+    let sources = crate::rules::Sources {
+        shipped: raw.rules.shipped,
+        dirs: raw.rules.dirs.clone(),
+    };
+    match crate::rules::live::LiveRules::load(sources, raw.scores.clone()) {
+        Ok(l) => Some(Arc::new(l)),
+        Err(e) => {
+            p.extend(e);
+            None
         }
     }
-    scores
 }
 
 /// `[bayes]`: the store (loaded now: a corrupt one is refused with its path).
@@ -480,7 +481,7 @@ mod tests {
         let text = include_str!("../../filterd.toml.example");
         let from_example: RawConfig = toml::from_str(text).unwrap();
         let defaults = RawConfig {
-            scores: Registry::default_scores()
+            scores: crate::checks::Registry::default_scores()
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),

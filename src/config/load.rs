@@ -92,8 +92,9 @@ fn read_sections(text: &str) -> Result<(RawConfig, Vec<String>), ConfigError> {
                 "policy_service" => section!(policy_service),
                 "content" => section!(content),
                 "clamd" => section!(clamd),
+                "rules" => section!(rules),
                 _ => problems.push(format!(
-                    "unknown section or key `{key}` (known: server, next_hop, scan, levels, scores, log, bayes, model, auth, origin, dkim, actions, lists, ratelimit, quarantine, policy, local_domains, policy_service, content, clamd)"
+                    "unknown section or key `{key}` (known: server, next_hop, scan, levels, scores, log, bayes, model, auth, origin, dkim, actions, lists, ratelimit, quarantine, policy, local_domains, policy_service, content, clamd, rules)"
                 )),
             }
     }

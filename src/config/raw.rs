@@ -49,6 +49,8 @@ pub struct RawConfig {
     pub content: super::raw_content::RawContent,
     /// `[clamd]`: virus scanning.
     pub clamd: super::raw_content::RawClamd,
+    /// `[rules]`: the rule engine's files.
+    pub rules: super::raw_content::RawRules,
 }
 
 /// `[actions]`: destinies of the default policy (amavisd-new's `final_spam_destiny`,

@@ -78,3 +78,23 @@ impl Default for RawClamd {
         }
     }
 }
+
+/// `[rules]`: the rule engine's files.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRules {
+    /// Load the shipped rule set (compiled into filterd from `rules/`).
+    pub shipped: bool,
+    /// Site directories of `*.cf` files, read after the shipped set in name order: a rule
+    /// defined again replaces the shipped one, `score NAME 0` turns it off.
+    pub dirs: Vec<std::path::PathBuf>,
+}
+
+impl Default for RawRules {
+    fn default() -> Self {
+        RawRules {
+            shipped: true,
+            dirs: vec![],
+        }
+    }
+}

@@ -48,6 +48,8 @@ pub struct MimeFacts {
     pub bad_encoding: bool,
     /// There is a MIME-Version header.
     pub has_mime_version: bool,
+    /// Parts of type image/*.
+    pub image_parts: usize,
 }
 
 /// Everything checks may read about one message.
@@ -79,6 +81,8 @@ pub struct Features<'m> {
     pub mime: MimeFacts,
     /// Decoded text of the text and HTML bodies (for body rules such as GTUBE).
     pub body_text: String,
+    /// Where the HTML bodies are in `body_text`.
+    pub html_ranges: Vec<std::ops::Range<usize>>,
     /// The time of the scan, Unix seconds.
     pub now: i64,
     /// The tokens of the one tokenizer, when asked for (tokenizing costs more than all
@@ -152,6 +156,7 @@ impl<'m> Features<'m> {
                 ..MimeFacts::default()
             },
             body_text: String::new(),
+            html_ranges: vec![],
             headers,
             now,
             tokens: None,
@@ -190,9 +195,17 @@ impl<'m> Features<'m> {
                 });
                 self.mime.missing_boundary |= !found;
             }
+            let image = part
+                .content_type()
+                .is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("image"));
+            self.mime.image_parts += usize::from(image);
             match &part.body {
                 PartType::Text(t) | PartType::Html(t) if self.body_text.len() < 1 << 20 => {
+                    let start = self.body_text.len();
                     self.body_text.push_str(t);
+                    if matches!(part.body, PartType::Html(_)) {
+                        self.html_ranges.push(start..self.body_text.len());
+                    }
                     self.body_text.push('\n');
                 }
                 _ => {}

@@ -123,7 +123,10 @@ impl Policy {
         scores: &BTreeMap<&'static str, f64>,
         who: &Identity<'_>,
     ) -> Verdict {
-        let mut v = Verdict::without(hits, scores, self.levels, |n| self.skipped_hits.contains(n));
+        let rules = self.skips("rules");
+        let mut v = Verdict::without(hits, scores, self.levels, |n| {
+            self.skipped_hits.contains(n) || (rules && crate::rules::is_rule_name(n))
+        });
         let (allow, block) = self.lists.check(who);
         v.apply_lists(&allow, &block);
         v

@@ -78,24 +78,20 @@ pub(super) async fn flush_learned(live: Arc<BayesLive>, max_tokens: usize) {
 pub(super) async fn reload_loop(
     live: Arc<BayesLive>,
     max_tokens: usize,
-    mut hup: Option<tokio::signal::unix::Signal>,
+    mut hup: tokio::sync::watch::Receiver<u64>,
 ) {
     let mut ticks: u64 = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut hup_open = true;
     loop {
-        let hupped = match hup.as_mut() {
-            Some(h) => {
-                tokio::select! {
-                    _ = tick.tick() => false,
-                    _ = h.recv() => {
-                        tracing::info!("SIGHUP: writing autolearned messages and reloading the Bayes store");
-                        true
-                    }
+        let hupped = tokio::select! {
+            _ = tick.tick() => false,
+            r = hup.changed(), if hup_open => {
+                hup_open = r.is_ok();
+                if hup_open {
+                    tracing::info!("SIGHUP: writing autolearned messages and reloading the Bayes store");
                 }
-            }
-            None => {
-                tick.tick().await;
-                false
+                hup_open
             }
         };
         ticks += 1;
@@ -117,6 +113,40 @@ pub(super) async fn reload_loop(
                 tracing::error!("Bayes store not reloaded, keeping the previous one: {e}")
             }
             Err(e) => tracing::error!("Bayes reload task failed: {e}"),
+        }
+    }
+}
+
+/// Turn each SIGHUP into a change of `tx` (every reloader watches it).
+pub(super) async fn hup_loop(
+    mut hup: tokio::signal::unix::Signal,
+    tx: tokio::sync::watch::Sender<u64>,
+) {
+    while hup.recv().await.is_some() {
+        tx.send_modify(|n| *n += 1);
+    }
+}
+
+/// Read and compile the rule files again on SIGHUP; a set with mistakes is logged with
+/// each one, and the previous set stays in use.
+pub(super) async fn rules_loop(
+    rules: Arc<crate::rules::live::LiveRules>,
+    mut hup: tokio::sync::watch::Receiver<u64>,
+) {
+    while hup.changed().await.is_ok() {
+        let r = rules.clone();
+        match tokio::task::spawn_blocking(move || r.reload()).await {
+            Ok(Ok(n)) => tracing::info!("SIGHUP: rules reloaded, {n} rules"),
+            Ok(Err(problems)) => {
+                for p in &problems {
+                    tracing::error!("{p}");
+                }
+                tracing::error!(
+                    "SIGHUP: rules not reloaded ({} problem(s)), keeping the previous set",
+                    problems.len()
+                );
+            }
+            Err(e) => tracing::error!("rules reload task failed: {e}"),
         }
     }
 }

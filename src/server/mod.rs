@@ -173,12 +173,14 @@ impl Server {
         }
         let max_tokens = self.config.bayes_max_tokens;
         // Take SIGHUP before announcing readiness: its default action would end the process.
+        let (hup_tx, hup_rx) = watch::channel(0u64);
         let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let reloader = self
-            .config
-            .bayes
-            .clone()
-            .map(|live| tokio::spawn(maintenance::reload_loop(live, max_tokens, hup)));
+        let hupper = hup.map(|h| tokio::spawn(maintenance::hup_loop(h, hup_tx)));
+        let reloader =
+            self.config.bayes.clone().map(|live| {
+                tokio::spawn(maintenance::reload_loop(live, max_tokens, hup_rx.clone()))
+            });
+        let rules = tokio::spawn(maintenance::rules_loop(self.config.rules.clone(), hup_rx));
         let retention = self
             .config
             .quarantine
@@ -207,6 +209,10 @@ impl Server {
         );
         shutdown.await;
         saver.abort();
+        rules.abort();
+        if let Some(h) = hupper {
+            h.abort();
+        }
         if let Some(r) = reloader {
             r.abort();
         }

@@ -31,20 +31,20 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 /// Mon, 23 Nov 2026 14:00:00 +0000.
-const DEFAULT_NOW: i64 = 1_795_442_400;
+pub(crate) const DEFAULT_NOW: i64 = 1_795_442_400;
 
 #[derive(Debug, Default)]
-struct Case {
-    name: String,
-    line: usize,
-    expect: Vec<String>,
-    reject: Vec<String>,
-    now: Option<i64>,
-    auth: Option<AuthVerdict>,
-    train: Option<(Class, usize)>,
-    model: Option<String>,
-    clamd: Option<String>,
-    message: Vec<u8>,
+pub(crate) struct Case {
+    pub(crate) name: String,
+    pub(crate) line: usize,
+    pub(crate) expect: Vec<String>,
+    pub(crate) reject: Vec<String>,
+    pub(crate) now: Option<i64>,
+    pub(crate) auth: Option<AuthVerdict>,
+    pub(crate) train: Option<(Class, usize)>,
+    pub(crate) model: Option<String>,
+    pub(crate) clamd: Option<String>,
+    pub(crate) message: Vec<u8>,
 }
 
 fn fixtures() -> PathBuf {
@@ -52,7 +52,7 @@ fn fixtures() -> PathBuf {
 }
 
 /// Parse one case file; a malformed directive is a test failure naming file and line.
-fn parse(path: &Path) -> Vec<Case> {
+pub(crate) fn parse(path: &Path) -> Vec<Case> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut cases: Vec<Case> = vec![];
     let mut body: Option<Vec<&str>> = None;
@@ -220,7 +220,7 @@ fn bayes_of(cases: &[Case]) -> Option<Arc<BayesLive>> {
     trained.then(|| Arc::new(BayesLive::from_store(store, params)))
 }
 
-fn shipped_model() -> Arc<OnnxModel> {
+pub(crate) fn shipped_model() -> Arc<OnnxModel> {
     static MODEL: OnceLock<Arc<OnnxModel>> = OnceLock::new();
     MODEL
         .get_or_init(|| {
@@ -264,7 +264,7 @@ fn model_dir(bytes: &[u8]) -> tempfile::TempDir {
 /// A model that loads (the loader's one test inference passes 4 features) and fails on
 /// every real message: the shipped graph's shape, with `values` first added to a tensor of
 /// 4 zeros, which broadcasts for 4 features and for no message's hundreds.
-fn failing_model() -> Arc<OnnxModel> {
+pub(crate) fn failing_model() -> Arc<OnnxModel> {
     use filterd::model::onnx::{DIM, write_onnx};
     use prost::Message as _;
     use tract_onnx::pb;

@@ -15,6 +15,7 @@ mod pipeline;
 mod policyd;
 mod postfix;
 mod relay;
+mod rules;
 mod session;
 mod train;
 mod util;

@@ -25,8 +25,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Bumped whenever the features of a message or their encoding change (2: inputs of the
-/// message's own length instead of padded to `MAX_FEATURES`).
-pub const FEATURISER_VERSION: u32 = 2;
+/// message's own length instead of padded to `MAX_FEATURES`; 3: 4-grams over LF line ends,
+/// so mail received with CRLF gets the grams the model learned from corpus files).
+pub const FEATURISER_VERSION: u32 = 3;
 /// Hashed feature space.
 pub const DIM: usize = 1 << 18;
 /// Most features passed for one message (beyond it, the highest ids are dropped).
@@ -80,10 +81,18 @@ thread_local! {
     static BITS: std::cell::RefCell<Vec<u64>> = std::cell::RefCell::new(vec![0; DIM / 64]);
 }
 
-/// Features of a message: its byte 4-grams and its Bayes tokens.
+/// Features of a message: its byte 4-grams (lower case, line ends as LF: mail arrives over
+/// SMTP with CRLF, corpora are stored with LF, and the model must see the same grams in
+/// both) and its Bayes tokens.
 pub fn featurise(raw: &[u8], tokens: &Tokens) -> Featurised {
     let head = &raw[..raw.len().min(NGRAM_BYTES)];
-    let lower: Vec<u8> = head.iter().map(u8::to_ascii_lowercase).collect();
+    let mut lower: Vec<u8> = Vec::with_capacity(head.len());
+    for (i, &b) in head.iter().enumerate() {
+        if b == b'\r' && head.get(i + 1) == Some(&b'\n') {
+            continue;
+        }
+        lower.push(b.to_ascii_lowercase());
+    }
     BITS.with(|bits| {
         let mut bits = bits.borrow_mut();
         // A bitmap over the feature space gives the sorted, distinct ids without sorting.

@@ -1,0 +1,247 @@
+//! What the rules read of one message, built once from the [`Features`]: the body text
+//! (Subject, text parts, HTML as text), the raw body text, every URL (normalised), the
+//! HTML facts, and header values on demand (decoded, raw, names, addresses).
+
+use super::html::HtmlFacts;
+use super::parse::HeaderPart;
+use crate::auth::AuthVerdict;
+use crate::checks::Hits;
+use crate::message::Features;
+use mail_parser::HeaderValue;
+use mail_parser::parsers::MessageStream;
+use std::sync::OnceLock;
+
+/// Bound on URLs per message.
+const MAX_URIS: usize = 500;
+
+/// One message as the rules see it.
+pub struct View<'a> {
+    /// The features.
+    pub features: &'a Features<'a>,
+    /// Subject, then the decoded text parts and the HTML parts as text.
+    pub body: String,
+    /// Every URL: from the text (`http(s)://`, `www.`) and from HTML attributes; scheme and
+    /// host lower-cased, `www.` given `http://`, trailing punctuation cut.
+    pub uris: Vec<String>,
+    /// What the HTML parts hold.
+    pub html: HtmlFacts,
+    /// The built-in checks' hits (meta rules may read them).
+    pub hits: &'a Hits,
+    /// Sender authentication, when it ran.
+    pub auth: Option<&'a AuthVerdict>,
+}
+
+impl<'a> View<'a> {
+    /// Build the view of one message.
+    pub fn new(features: &'a Features<'a>, hits: &'a Hits, auth: Option<&'a AuthVerdict>) -> Self {
+        let mut body = String::with_capacity(features.body_text.len() + 128);
+        if let Some(s) = &features.subject {
+            body.push_str(s);
+            body.push('\n');
+        }
+        let mut html = HtmlFacts::default();
+        let mut last = 0;
+        let text = &features.body_text;
+        for r in &features.html_ranges {
+            let (start, end) = (r.start.min(text.len()), r.end.min(text.len()));
+            let (Some(before), Some(h)) = (text.get(last..start), text.get(start..end)) else {
+                continue;
+            };
+            body.push_str(before);
+            html.scan(h);
+            body.push_str(&mail_parser::decoders::html::html_to_text(h));
+            last = end;
+        }
+        body.push_str(text.get(last..).unwrap_or_default());
+        let mut uris = vec![];
+        text_urls(&body, &mut uris);
+        for u in &html.attr_urls {
+            if uris.len() >= MAX_URIS {
+                break;
+            }
+            if let Some(n) = normalise(u) {
+                uris.push(n);
+            }
+        }
+        uris.sort_unstable();
+        uris.dedup();
+        View {
+            features,
+            body,
+            uris,
+            html,
+            hits,
+            auth,
+        }
+    }
+
+    /// The raw body text: decoded parts, HTML with its tags.
+    pub fn rawbody(&self) -> &str {
+        &self.features.body_text
+    }
+
+    /// The values of header `name` (lower case; `all` = the whole header block) in `part`.
+    pub fn header_values(&self, name: &str, part: HeaderPart) -> Vec<String> {
+        let f = self.features;
+        if name == "all" {
+            let block = &f.raw[..f.headers.end.min(f.raw.len())];
+            return vec![String::from_utf8_lossy(block).into_owned()];
+        }
+        let mut out = vec![];
+        for h in f.headers.named(f.raw, name) {
+            let raw = &f.raw[h.value.clone()];
+            match part {
+                HeaderPart::Raw => out.push(String::from_utf8_lossy(raw).into_owned()),
+                HeaderPart::Decoded => out.push(decode_unstructured(raw)),
+                HeaderPart::Name | HeaderPart::Addr => addresses(raw, part, &mut out),
+            }
+        }
+        out
+    }
+
+    /// Whether header `name` is present.
+    pub fn has_header(&self, name: &str) -> bool {
+        let f = self.features;
+        f.headers.named(f.raw, name).next().is_some()
+    }
+}
+
+/// A header value unfolded and RFC 2047-decoded.
+pub fn decode_unstructured(raw: &[u8]) -> String {
+    let mut v = raw.to_vec();
+    v.extend_from_slice(b"\r\n");
+    match MessageStream::new(&v).parse_unstructured() {
+        HeaderValue::Text(t) => t.into_owned(),
+        HeaderValue::TextList(l) => l.join(" "),
+        _ => String::new(),
+    }
+}
+
+fn addresses(raw: &[u8], part: HeaderPart, out: &mut Vec<String>) {
+    let mut v = raw.to_vec();
+    v.extend_from_slice(b"\r\n");
+    if let HeaderValue::Address(a) = MessageStream::new(&v).parse_address() {
+        for addr in a.iter() {
+            let s = match part {
+                HeaderPart::Name => addr.name().map(|n| n.trim().to_string()),
+                _ => addr.address().map(|a| a.trim().to_ascii_lowercase()),
+            };
+            out.extend(s.filter(|s| !s.is_empty()));
+        }
+    }
+}
+
+fn text_urls(text: &str, out: &mut Vec<String>) {
+    static URL: OnceLock<regex::Regex> = OnceLock::new();
+    let re = URL.get_or_init(|| {
+        regex::Regex::new(r#"(?i)(?:https?://|(?-u:\b)www\.)[^\s<>"'()\[\]{}]+"#)
+            .unwrap_or_else(|e| unreachable!("a fixed pattern: {e}"))
+    });
+    for m in re.find_iter(text) {
+        if out.len() >= MAX_URIS {
+            return;
+        }
+        if let Some(n) = normalise(m.as_str()) {
+            out.push(n);
+        }
+    }
+}
+
+/// A URL as uri rules see it, or `None` for anchors and relative links.
+pub fn normalise(u: &str) -> Option<String> {
+    let u = u.trim().trim_matches(['<', '>', '"', '\'']);
+    let u = u.trim_end_matches(['.', ',', ';', ':', '!', '?', ')', '*']);
+    if u.is_empty() {
+        return None;
+    }
+    let (scheme, rest) = match u.find(':') {
+        Some(i)
+            if u[..i]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) =>
+        {
+            (u[..i].to_ascii_lowercase(), &u[i + 1..])
+        }
+        _ if u.len() > 4 && u[..4].eq_ignore_ascii_case("www.") => ("http".to_string(), u),
+        _ => return None,
+    };
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    if !matches!(scheme.as_str(), "http" | "https" | "ftp") {
+        return Some(format!("{scheme}:{rest}"));
+    }
+    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(host_end);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    Some(format!(
+        "{scheme}://{}{path}",
+        host.to_ascii_lowercase().trim_end_matches('.')
+    ))
+}
+
+/// The host of a normalised http(s) URL (no port, no brackets).
+pub fn host_of(uri: &str) -> Option<&str> {
+    let rest = uri
+        .strip_prefix("https://")
+        .or_else(|| uri.strip_prefix("http://"))
+        .or_else(|| uri.strip_prefix("ftp://"))?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let hostport = &rest[..end];
+    let host = if let Some(v6) = hostport.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        hostport.split(':').next().unwrap_or_default()
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+/// The registered domain of a host name (public suffix list), or the host itself for an IP
+/// address or a name the list does not know.
+pub fn registered(host: &str) -> String {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return host;
+    }
+    match psl::domain_str(&host) {
+        Some(d) => d.to_string(),
+        None => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_normalised() {
+        assert_eq!(
+            normalise("HTTPS://User:pw@WWW.Example.COM./a/B?x=1)."),
+            Some("https://www.example.com/a/B?x=1".into())
+        );
+        assert_eq!(
+            normalise("www.Shop.example/x"),
+            Some("http://www.shop.example/x".into())
+        );
+        assert_eq!(
+            normalise("data:text/html;base64,AAA"),
+            Some("data:text/html;base64,AAA".into())
+        );
+        assert_eq!(normalise("/relative"), None);
+        assert_eq!(host_of("http://203.0.113.4:8080/x"), Some("203.0.113.4"));
+        assert_eq!(host_of("http://[2001:db8::1]/x"), Some("2001:db8::1"));
+    }
+
+    #[test]
+    fn registered_domains() {
+        assert_eq!(registered("a.b.example.co.uk"), "example.co.uk");
+        assert_eq!(registered("click.email.shop.com"), "shop.com");
+        assert_eq!(registered("203.0.113.4"), "203.0.113.4");
+    }
+
+    #[test]
+    fn headers_are_decoded() {
+        assert_eq!(
+            decode_unstructured(b" =?UTF-8?B?R3LDvMOfZQ==?=\r\n x"),
+            "Grüße x"
+        );
+    }
+}
