@@ -93,17 +93,36 @@ fn scan(c: &mut Criterion) {
     let env = envelope();
     let cfg = Config::parse("[bayes]\nenabled = false\n").expect("config");
     let pipeline = Pipeline::new(&cfg);
+    let no_rules =
+        Config::parse("[bayes]\nenabled = false\n[rules]\nshipped = false\n").expect("config");
+    let no_rules = Pipeline::new(&no_rules);
+    // An HTML newsletter of today (multipart/alternative, 23 links through a click tracker).
+    let html = std::fs::read("tests/fixtures/mail/ham/05-newsletter-tech.eml").expect("fixture");
+    let html = String::from_utf8_lossy(&html)
+        .replace("\r\n", "\n")
+        .replace('\n', "\r\n");
     let mut g = c.benchmark_group("scan");
     g.throughput(Throughput::Elements(1));
     g.bench_function("features_5k", |b| {
         b.iter(|| black_box(Features::extract(black_box(&msg), 1_795_442_400).parsed))
     });
-    g.bench_function("whole_scan_5k", |b| {
-        b.iter(|| {
-            let d = pipeline.scan_at(&env, black_box(&msg), "AbCdEf123456", 1_795_442_400);
-            black_box((d.parts.len(), d.report.decisions[0].verdict.score))
-        })
-    });
+    for (name, p, m) in [
+        ("whole_scan_5k", &pipeline, msg.as_slice()),
+        ("whole_scan_5k_without_rules", &no_rules, msg.as_slice()),
+        ("whole_scan_newsletter", &pipeline, html.as_bytes()),
+        (
+            "whole_scan_newsletter_without_rules",
+            &no_rules,
+            html.as_bytes(),
+        ),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let d = p.scan_at(&env, black_box(m), "AbCdEf123456", 1_795_442_400);
+                black_box((d.parts.len(), d.report.decisions[0].verdict.score))
+            })
+        });
+    }
     g.finish();
 }
 

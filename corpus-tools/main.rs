@@ -49,6 +49,10 @@ enum Cmd {
         /// A filterd config whose [scores] and [levels] are used (default: the built-in ones).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Also list how often each hit fires on the test ham and spam (as SpamAssassin's
+        /// mass-check does) and the N ham with the highest combined score, with their hits.
+        #[arg(long)]
+        hits: Option<usize>,
     },
     /// Write the same split as `evaluate` to file lists (train-ham.txt, train-spam.txt,
     /// test-ham.txt, test-spam.txt), so other filters can be trained and tested the same way.
@@ -150,13 +154,14 @@ fn main() -> anyhow::Result<()> {
             model,
             no_model,
             config,
+            hits,
         } => {
             let model = match (no_model, model) {
                 (true, _) => ModelChoice::None,
                 (false, Some(dir)) => ModelChoice::Load(dir),
                 (false, None) => ModelChoice::Train,
             };
-            evaluate(&split, show_worst, model, config.as_deref())
+            evaluate(&split, show_worst, model, config.as_deref(), hits)
         }
         Cmd::Split { split, out } => write_split(&split, &out),
         Cmd::TrainModel {
@@ -383,6 +388,7 @@ fn evaluate(
     show_worst: usize,
     model_choice: ModelChoice,
     config: Option<&std::path::Path>,
+    hits: Option<usize>,
 ) -> anyhow::Result<()> {
     use filterd::model::onnx::featurise;
     let (test_percent, fold) = (a.test_percent, a.fold);
@@ -455,6 +461,7 @@ fn evaluate(
     let env = envelope();
     let mut scores: [Scored; 5] = Default::default();
     let mut worst = vec![];
+    let mut scanned = vec![];
     for it in items.iter().filter(|i| i.test) {
         let tokens = Tokens::of_raw(&it.raw);
         let b = live
@@ -472,7 +479,14 @@ fn evaluate(
                 .verdict
                 .score
         };
-        let c = score(&full);
+        let verdict = full
+            .scan_at(&env, &it.raw, "corpustools1", 0)
+            .report
+            .decisions[0]
+            .verdict
+            .clone();
+        let c = verdict.score;
+        scanned.push((it.spam, verdict, it.path.display().to_string()));
         for (s, v) in
             scores
                 .iter_mut()
@@ -504,6 +518,9 @@ fn evaluate(
         row("model alone", &scores[3], 0.5, "p >= 0.5");
         row("filterd (headers+Bayes+model)", &scores[4], tag2, &at_tag2);
     }
+    if let Some(n) = hits {
+        hit_counts(&mut scanned, n);
+    }
     if show_worst > 0 {
         worst.sort_by(|a, b| a.0.total_cmp(&b.0));
         println!();
@@ -515,4 +532,40 @@ fn evaluate(
         }
     }
     Ok(())
+}
+
+/// How often each hit fires on the test ham and spam, and the `n` highest-scoring ham.
+fn hit_counts(scanned: &mut [(bool, filterd::verdict::Verdict, String)], n: usize) {
+    let mut counts: std::collections::BTreeMap<&str, (usize, usize, f64)> = Default::default();
+    let (nham, nspam) = scanned.iter().fold(
+        (0, 0),
+        |(h, s), x| {
+            if x.0 { (h, s + 1) } else { (h + 1, s) }
+        },
+    );
+    for (spam, v, _) in scanned.iter() {
+        for (name, score) in &v.hits {
+            let c = counts.entry(name).or_default();
+            if *spam {
+                c.1 += 1;
+            } else {
+                c.0 += 1;
+            }
+            c.2 = *score;
+        }
+    }
+    let pct = |k: usize, of: usize| 100.0 * k as f64 / of.max(1) as f64;
+    println!("\n| hit | score | ham% | spam% |\n|---|---:|---:|---:|");
+    for (name, (h, s, score)) in &counts {
+        println!(
+            "| {name} | {score} | {:.2} | {:.2} |",
+            pct(*h, nham),
+            pct(*s, nspam)
+        );
+    }
+    scanned.sort_by(|a, b| b.1.score.total_cmp(&a.1.score));
+    for (_, v, path) in scanned.iter().filter(|x| !x.0).take(n) {
+        let hits: Vec<String> = v.hits.iter().map(|(h, s)| format!("{h}={s}")).collect();
+        println!("ham {:>8.3} {path} {}", v.score, hits.join(" "));
+    }
 }

@@ -63,6 +63,7 @@ pub mod clock;
 pub mod config;
 pub mod content;
 pub mod corpus;
+pub mod dns;
 pub mod domain;
 pub mod exit;
 pub mod fnv;

@@ -57,6 +57,7 @@ pub struct Pipeline {
     max_passes: usize,
     max_scan: usize,
     content: Content,
+    dnsbl: Option<crate::dns::Dnsbl>,
 }
 
 /// What [`Pipeline::prepare`] found before the scan.
@@ -76,6 +77,8 @@ pub struct Prepared {
     pub passes: usize,
     /// What clamd said, when it ran.
     pub virus: Option<Scanned>,
+    /// Block-list hits, when the lists were asked.
+    pub listed: Vec<&'static str>,
 }
 
 /// One scan's inputs, for building each relayed copy.
@@ -111,6 +114,7 @@ impl Pipeline {
             max_passes: cfg.max_passes,
             max_scan: cfg.max_scan,
             content: cfg.content.clone(),
+            dnsbl: cfg.dnsbl.clone(),
         }
     }
 
@@ -142,7 +146,10 @@ impl Pipeline {
         prepared.over_limit = over.into_iter().collect();
         let p = &prepared;
         let verify = (self.auth).verify(msg, &p.origin, p.originating, &env.sender);
-        (prepared.auth, prepared.virus) = tokio::join!(verify, self.content.virus_scan(msg));
+        let view = crate::message::features::scan_view(msg, self.max_scan);
+        let lists = crate::dns::listed(self.dnsbl.as_ref(), view, p.origin.ip, p.originating);
+        (prepared.auth, prepared.virus, prepared.listed) =
+            tokio::join!(verify, self.content.virus_scan(msg), lists);
         prepared
     }
 
@@ -191,12 +198,8 @@ impl Pipeline {
         };
         let mut hits = self.registry.run_except(&input, skipped);
         let scoring = self.rules.current();
-        if !skipped("rules") {
-            let view = crate::rules::View::new(&features, &hits, auth);
-            let mut fired = crate::checks::Hits::default();
-            scoring.rules.run(&view, &mut fired);
-            hits.extend(&fired);
-        }
+        let rules = !skipped("rules");
+        scoring.apply(&features, &mut hits, auth, &prepared.listed, rules);
         let walked = self.content.walk(msg, &features.headers);
         let virus = virus_name(prepared.virus.as_ref());
         // 3. a verdict and 4. a decision per policy

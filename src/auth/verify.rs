@@ -139,6 +139,16 @@ impl Verifier {
         &self.settings
     }
 
+    /// The A records of `name` (a block-list query) through the shared resolver and its
+    /// cache; none for NXDOMAIN.
+    pub async fn lookup_a(&self, name: &str) -> Result<Vec<Ipv4Addr>, String> {
+        match self.resolver.ipv4_lookup_raw(name).await {
+            Ok(e) => Ok(e.entry.to_vec()),
+            Err(mail_auth::Error::Dns(mail_auth::DnsError::RecordNotFound(_))) => Ok(vec![]),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Verify one message from `origin` with envelope sender `sender`, within the budget.
     pub async fn verify(&self, msg: &[u8], origin: &Origin, sender: &str) -> AuthVerdict {
         let job = Job {

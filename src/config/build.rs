@@ -60,6 +60,8 @@ pub struct Config {
     pub scores: BTreeMap<&'static str, f64>,
     /// The rule set and the scores in use (reloaded on SIGHUP).
     pub rules: Arc<crate::rules::live::LiveRules>,
+    /// The DNS block lists, when on.
+    pub dnsbl: Option<crate::dns::Dnsbl>,
     /// Our host name.
     pub hostname: String,
     /// Log filter directive.
@@ -121,13 +123,14 @@ impl Config {
         positive("scan.max_scan_kb", raw.scan.max_scan_kb as u64, &mut p);
         let policies = super::policy::build_policies(&raw, &mut p);
         let quarantine = super::policy::build_quarantine(&raw, &policies);
-        let rules = build_rules(&raw, &mut p);
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
             p.push(format!("log.level: `{}`: {e}", raw.log.level));
         }
         let bayes = build_bayes(&raw, &mut p);
         let model = build_model(&raw, &mut p);
         let auth = super::auth::build_auth(&raw, &hostname, &mut p);
+        let (dnsbl, list_scores) = super::rules::build_dnsbl(&raw, &auth, &mut p);
+        let rules = super::rules::build_rules(&raw, list_scores, &mut p);
         let local = super::service::build_local(&raw, &mut p);
         let state = super::service::build_state(&raw, &bayes.dir, &mut p);
         let policy_service = super::service::build_policy_service(&raw, &local, &mut p);
@@ -147,6 +150,7 @@ impl Config {
             quarantine,
             scores: rules.current().scores.clone(),
             rules,
+            dnsbl,
             hostname,
             log_level: raw.log.level.clone(),
             worker_threads: raw.server.worker_threads,
@@ -248,23 +252,6 @@ fn session_of(raw: &RawConfig, hostname: &str) -> SessionConfig {
         scan_budget: Duration::from_millis(raw.scan.budget_ms),
         min_data_rate: s.min_data_rate,
         hard_error_limit: s.hard_error_limit,
-    }
-}
-
-/// The rule set (shipped and site files) and every hit name's score: the defaults, the rule
-/// files' `score` lines, then `[scores]`; a name nothing emits is a problem, not a silent
-/// zero, and so is every mistake in a rule file (with file and line).
-fn build_rules(raw: &RawConfig, p: &mut Vec<String>) -> Option<Arc<crate::rules::live::LiveRules>> {
-    let sources = crate::rules::Sources {
-        shipped: raw.rules.shipped,
-        dirs: raw.rules.dirs.clone(),
-    };
-    match crate::rules::live::LiveRules::load(sources, raw.scores.clone()) {
-        Ok(l) => Some(Arc::new(l)),
-        Err(e) => {
-            p.extend(e);
-            None
-        }
     }
 }
 

@@ -93,8 +93,9 @@ fn read_sections(text: &str) -> Result<(RawConfig, Vec<String>), ConfigError> {
                 "content" => section!(content),
                 "clamd" => section!(clamd),
                 "rules" => section!(rules),
+                "dnsbl" => section!(dnsbl),
                 _ => problems.push(format!(
-                    "unknown section or key `{key}` (known: server, next_hop, scan, levels, scores, log, bayes, model, auth, origin, dkim, actions, lists, ratelimit, quarantine, policy, local_domains, policy_service, content, clamd, rules)"
+                    "unknown section or key `{key}` (known: server, next_hop, scan, levels, scores, log, bayes, model, auth, origin, dkim, actions, lists, ratelimit, quarantine, policy, local_domains, policy_service, content, clamd, rules, dnsbl)"
                 )),
             }
     }

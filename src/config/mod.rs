@@ -8,6 +8,7 @@
 //! - `build`: [`Config`] from the plain data (server, next hop, scores, Bayes, model);
 //! - `policy` and `auth`: the policies and the quarantine, sender authentication and
 //!   DKIM signing;
+//! - `rules`: the rule files and the DNS block lists;
 //! - `check`: the shared validators and [`ConfigError`].
 
 mod auth;
@@ -20,6 +21,7 @@ mod postfix;
 pub mod raw;
 mod raw_content;
 mod raw_policyd;
+mod rules;
 mod service;
 
 pub use build::{Config, ServerSettings, next_hop_of};

@@ -51,6 +51,8 @@ pub struct RawConfig {
     pub clamd: super::raw_content::RawClamd,
     /// `[rules]`: the rule engine's files.
     pub rules: super::raw_content::RawRules,
+    /// `[dnsbl]`: DNS block lists.
+    pub dnsbl: super::raw_content::RawDnsbl,
 }
 
 /// `[actions]`: destinies of the default policy (amavisd-new's `final_spam_destiny`,

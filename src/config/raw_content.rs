@@ -98,3 +98,79 @@ impl Default for RawRules {
         }
     }
 }
+
+/// `[dnsbl]`: DNS block lists.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDnsbl {
+    /// Ask the lists (needs `[auth] enabled`: the lists are asked through its resolver).
+    pub enabled: bool,
+    /// The lists.
+    pub lists: Vec<RawList>,
+}
+
+/// One `[[dnsbl.lists]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawList {
+    /// The zone.
+    pub zone: String,
+    /// `ip` (the client's address) or `domain` (each link's registered domain).
+    pub kind: String,
+    /// Return codes that are hits.
+    pub returns: Vec<RawReturn>,
+}
+
+/// One return code of a list.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawReturn {
+    /// `127.0.0.2`, or a range in the last octet: `127.0.0.4-7`.
+    pub code: String,
+    /// The hit it gives.
+    pub hit: String,
+    /// Its score.
+    pub score: f64,
+}
+
+impl Default for RawDnsbl {
+    fn default() -> Self {
+        let r = |code: &str, hit: &str, score: f64| RawReturn {
+            code: code.into(),
+            hit: hit.into(),
+            score,
+        };
+        RawDnsbl {
+            enabled: true,
+            lists: vec![
+                RawList {
+                    zone: "zen.spamhaus.org".into(),
+                    kind: "ip".into(),
+                    returns: vec![
+                        r("127.0.0.2", "RCVD_IN_SBL", 2.5),
+                        r("127.0.0.3", "RCVD_IN_SBL_CSS", 2.0),
+                        r("127.0.0.4-7", "RCVD_IN_XBL", 2.5),
+                        r("127.0.0.9", "RCVD_IN_SBL_DROP", 3.5),
+                        r("127.0.0.10-11", "RCVD_IN_PBL", 1.5),
+                    ],
+                },
+                RawList {
+                    zone: "bl.spamcop.net".into(),
+                    kind: "ip".into(),
+                    returns: vec![r("127.0.0.2", "RCVD_IN_BL_SPAMCOP_NET", 1.5)],
+                },
+                RawList {
+                    zone: "dbl.spamhaus.org".into(),
+                    kind: "domain".into(),
+                    returns: vec![
+                        r("127.0.1.2", "URIBL_DBL_SPAM", 2.5),
+                        r("127.0.1.4", "URIBL_DBL_PHISH", 3.5),
+                        r("127.0.1.5", "URIBL_DBL_MALWARE", 3.5),
+                        r("127.0.1.6", "URIBL_DBL_BOTNETCC", 3.5),
+                        r("127.0.1.102-106", "URIBL_DBL_ABUSED", 1.0),
+                    ],
+                },
+            ],
+        }
+    }
+}

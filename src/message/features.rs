@@ -50,6 +50,8 @@ pub struct MimeFacts {
     pub has_mime_version: bool,
     /// Parts of type image/*.
     pub image_parts: usize,
+    /// File names of the parts that have one (at most 50).
+    pub attachment_names: Vec<String>,
 }
 
 /// Everything checks may read about one message.
@@ -199,6 +201,11 @@ impl<'m> Features<'m> {
                 .content_type()
                 .is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("image"));
             self.mime.image_parts += usize::from(image);
+            if let Some(n) = part.attachment_name()
+                && self.mime.attachment_names.len() < 50
+            {
+                self.mime.attachment_names.push(n.to_string());
+            }
             match &part.body {
                 PartType::Text(t) | PartType::Html(t) if self.body_text.len() < 1 << 20 => {
                     let start = self.body_text.len();

@@ -76,6 +76,24 @@ const TESTS: &[(&str, usize, Test, &str)] = &[
     ),
     ("html_form", 0, html_form, "an HTML form"),
     (
+        "html_attachment",
+        0,
+        html_attachment,
+        "an attached web page or SVG image (.htm, .html, .shtml, .xhtml, .svg)",
+    ),
+    (
+        "soft_hyphen_words",
+        2,
+        soft_hyphen_words,
+        "at least N words split by soft hyphens, and at least P percent of the words",
+    ),
+    (
+        "zero_width_words",
+        1,
+        zero_width_words,
+        "at least N words with an invisible (zero-width) character between letters",
+    ),
+    (
         "dkim_list_valid",
         0,
         dkim_list_valid,
@@ -122,12 +140,15 @@ impl Eval {
 
 fn image_only(v: &View<'_>, a: &[f64], _: &[Brand]) -> bool {
     let images = v.html.images + v.features.mime.image_parts;
+    if images == 0 {
+        return false;
+    }
     let words = if v.features.html_ranges.is_empty() {
         v.features.body_text.split_whitespace().count()
     } else {
         v.html.visible_words
     };
-    images > 0 && (words as f64) <= a[0]
+    (words as f64) <= a[0]
 }
 
 fn hidden_text(v: &View<'_>, a: &[f64], _: &[Brand]) -> bool {
@@ -140,6 +161,46 @@ fn password_form(v: &View<'_>, _: &[f64], _: &[Brand]) -> bool {
 
 fn html_form(v: &View<'_>, _: &[f64], _: &[Brand]) -> bool {
     v.html.forms > 0
+}
+
+fn html_attachment(v: &View<'_>, _: &[f64], _: &[Brand]) -> bool {
+    v.features.mime.attachment_names.iter().any(|n| {
+        let n = n.trim().trim_end_matches(['.', ' ']).to_ascii_lowercase();
+        [".htm", ".html", ".shtml", ".xhtml", ".svg"]
+            .iter()
+            .any(|e| n.ends_with(e))
+    })
+}
+
+/// Words (runs of letters and the characters inside them) holding `inner` between two
+/// letters, and all words.
+fn words_with(body: &str, inner: fn(char) -> bool) -> (usize, usize) {
+    if body.is_ascii() {
+        return (0, 1);
+    }
+    let (mut with, mut all) = (0, 0);
+    for w in body.split(|c: char| !(c.is_alphanumeric() || inner(c))) {
+        if w.is_empty() {
+            continue;
+        }
+        all += 1;
+        let cs: Vec<char> = w.chars().collect();
+        with += usize::from(
+            cs.windows(3)
+                .any(|t| t[0].is_alphabetic() && inner(t[1]) && t[2].is_alphabetic()),
+        );
+    }
+    (with, all.max(1))
+}
+
+fn soft_hyphen_words(v: &View<'_>, a: &[f64], _: &[Brand]) -> bool {
+    let (with, all) = words_with(&v.body, |c| c == '\u{ad}');
+    with as f64 >= a[0] && 100.0 * with as f64 / all as f64 >= a[1]
+}
+
+fn zero_width_words(v: &View<'_>, a: &[f64], _: &[Brand]) -> bool {
+    let zw = |c| matches!(c, '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}');
+    words_with(&v.body, zw).0 as f64 >= a[0]
 }
 
 fn link_text_mismatch(v: &View<'_>, _: &[f64], _: &[Brand]) -> bool {
@@ -192,12 +253,118 @@ fn named<'b>(text: &str, brands: &'b [Brand]) -> impl Iterator<Item = &'b Brand>
     brands.iter().filter(move |b| contains_word(&s, &b.name))
 }
 
+/// Words a sender's name holds beside a brand when it speaks for the brand ("PayPal
+/// Service", "Microsoft 365 Security Team"); any other word ("Chase Miller") makes it a
+/// person's or another company's name.
+const SERVICE_WORDS: &[&str] = &[
+    "support",
+    "service",
+    "services",
+    "team",
+    "security",
+    "account",
+    "accounts",
+    "billing",
+    "notification",
+    "notifications",
+    "alert",
+    "alerts",
+    "customer",
+    "customers",
+    "care",
+    "online",
+    "id",
+    "secure",
+    "verification",
+    "help",
+    "helpdesk",
+    "center",
+    "centre",
+    "desk",
+    "express",
+    "delivery",
+    "parcel",
+    "shipping",
+    "logistics",
+    "mail",
+    "inc",
+    "ltd",
+    "llc",
+    "com",
+    "official",
+    "authenticator",
+    "admin",
+    "administrator",
+    "it",
+    "office",
+    "pay",
+    "wallet",
+    "bank",
+    "banking",
+    "card",
+    "cards",
+    "member",
+    "members",
+    "noreply",
+    "no",
+    "reply",
+    "do",
+    "not",
+    "info",
+    "update",
+    "updates",
+    "prime",
+    "store",
+    "tracking",
+    "courier",
+    "the",
+    "your",
+    "via",
+    "and",
+    "&",
+    "-",
+    "|",
+    "365",
+    "cloud",
+    "storage",
+    "drive",
+    "teams",
+    "protection",
+    "fraud",
+    "department",
+    "dept",
+    "payments",
+    "payment",
+    "rewards",
+    "web",
+    "portal",
+    "system",
+    "systems",
+    "message",
+    "messages",
+    "center.",
+    "worldwide",
+    "global",
+];
+
+/// The brand `name` speaks for, when it only names a brand and service words.
+fn speaks_for<'b>(name: &str, brands: &'b [Brand]) -> Option<&'b Brand> {
+    let s = skeleton(name);
+    let b = named(name, brands).max_by_key(|b| b.name.len())?;
+    let rest = s.replacen(&b.name, " ", 1);
+    let only_service = rest
+        .split(|c: char| !(c.is_alphanumeric() || c == '&'))
+        .filter(|w| !w.is_empty())
+        .all(|w| SERVICE_WORDS.contains(&w));
+    only_service.then_some(b)
+}
+
 fn brand_in_from_name(v: &View<'_>, _: &[f64], brands: &[Brand]) -> bool {
     let Some(name) = v.features.from.as_ref().and_then(|f| f.name.as_deref()) else {
         return false;
     };
     let domain = from_domain(v).unwrap_or_default();
-    named(name, brands).any(|b| !own(b, &domain))
+    speaks_for(name, brands).is_some_and(|b| !own(b, &domain))
 }
 
 fn brand_links_elsewhere(v: &View<'_>, _: &[f64], brands: &[Brand]) -> bool {
@@ -219,6 +386,9 @@ fn brand_links_elsewhere(v: &View<'_>, _: &[f64], brands: &[Brand]) -> bool {
 }
 
 fn mixed_script_words(v: &View<'_>, a: &[f64], _: &[Brand]) -> bool {
+    if v.body.is_ascii() {
+        return false;
+    }
     let n = v
         .body
         .split(|c: char| !c.is_alphanumeric())

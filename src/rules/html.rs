@@ -58,7 +58,10 @@ impl HtmlFacts {
                 let end = memchr::memchr(b'<', &b[i..]).map_or(b.len(), |p| i + p);
                 if skip_until.is_none() {
                     let text = decode_entities(&html[i..end]);
-                    let words = text.split_whitespace().count();
+                    let words = text
+                        .split_whitespace()
+                        .filter(|w| w.chars().any(char::is_alphanumeric))
+                        .count();
                     if hidden.is_empty() {
                         self.visible_words += words;
                     } else {
@@ -134,7 +137,20 @@ impl HtmlFacts {
                     self.password_fields += 1;
                 }
             }
-            ("img", false) => self.images += 1,
+            ("img", false) => {
+                // Tracking pixels are no picture.
+                let tiny = |a: &str| {
+                    tag.attr(a).is_some_and(|v| {
+                        v.trim_end_matches("px")
+                            .trim()
+                            .parse::<u32>()
+                            .is_ok_and(|n| n <= 2)
+                    })
+                };
+                if !(tiny("width") || tiny("height")) {
+                    self.images += 1;
+                }
+            }
             ("script", false) => *skip = Some("script"),
             ("style", false) => *skip = Some("style"),
             ("head", false) => *skip = Some("head"),

@@ -16,22 +16,52 @@ pub struct Scoring {
     pub scores: BTreeMap<&'static str, f64>,
 }
 
+impl Scoring {
+    /// Add the block lists' hits (`listed`) and, when `run`, the rules' to `hits` (the
+    /// built-in checks' hits, which meta rules read).
+    pub fn apply(
+        &self,
+        features: &crate::message::Features<'_>,
+        hits: &mut crate::checks::Hits,
+        auth: Option<&crate::auth::AuthVerdict>,
+        listed: &[&'static str],
+        run: bool,
+    ) {
+        for h in listed {
+            hits.add(h);
+        }
+        if run {
+            let view = super::View::new(features, hits, auth);
+            let mut fired = crate::checks::Hits::default();
+            self.rules.run(&view, &mut fired);
+            hits.extend(&fired);
+        }
+    }
+}
+
 /// The rules in use, reloadable.
 #[derive(Debug)]
 pub struct LiveRules {
     sources: Sources,
     overrides: BTreeMap<String, f64>,
+    extra: Vec<(&'static str, f64)>,
     current: RwLock<Arc<Scoring>>,
 }
 
 impl LiveRules {
-    /// Load the rules of `sources`; `overrides` is `[scores]`. Every problem is listed:
+    /// Load the rules of `sources`; `extra` are hits beside the built-in checks' (the
+    /// block lists') with their scores, `overrides` is `[scores]`. Every problem is listed:
     /// those of the rule files with file and line, then names `[scores]` does not know.
-    pub fn load(sources: Sources, overrides: BTreeMap<String, f64>) -> Result<Self, Vec<String>> {
-        let scoring = scoring(&sources, &overrides)?;
+    pub fn load(
+        sources: Sources,
+        overrides: BTreeMap<String, f64>,
+        extra: Vec<(&'static str, f64)>,
+    ) -> Result<Self, Vec<String>> {
+        let scoring = scoring(&sources, &overrides, &extra)?;
         Ok(LiveRules {
             sources,
             overrides,
+            extra,
             current: RwLock::new(Arc::new(scoring)),
         })
     }
@@ -47,7 +77,7 @@ impl LiveRules {
     /// Read and compile the rule files again; on success the new set is used from the
     /// next message on. Returns how many rules it has.
     pub fn reload(&self) -> Result<usize, Vec<String>> {
-        let s = Arc::new(scoring(&self.sources, &self.overrides)?);
+        let s = Arc::new(scoring(&self.sources, &self.overrides, &self.extra)?);
         let n = s.rules.len();
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = s;
         Ok(n)
@@ -59,10 +89,16 @@ impl LiveRules {
     }
 }
 
-fn scoring(sources: &Sources, overrides: &BTreeMap<String, f64>) -> Result<Scoring, Vec<String>> {
-    let builtin: Vec<&'static str> = Registry::default().hit_defs().map(|h| h.name).collect();
+fn scoring(
+    sources: &Sources,
+    overrides: &BTreeMap<String, f64>,
+    extra: &[(&'static str, f64)],
+) -> Result<Scoring, Vec<String>> {
+    let mut builtin: Vec<&'static str> = Registry::default().hit_defs().map(|h| h.name).collect();
+    builtin.extend(extra.iter().map(|e| e.0));
     let rules = super::load(sources, &builtin).map_err(|e| strings(&e))?;
     let mut scores = Registry::default_scores();
+    scores.extend(extra.iter().copied());
     scores.extend(rules.scores());
     let mut problems = vec![];
     for (name, score) in overrides {
@@ -102,7 +138,7 @@ mod tests {
         };
         let mut over = BTreeMap::new();
         over.insert("SITE_RULE".to_string(), 3.0);
-        let live = LiveRules::load(sources, over).unwrap();
+        let live = LiveRules::load(sources, over, vec![]).unwrap();
         assert_eq!(live.current().scores["SITE_RULE"], 3.0);
         std::fs::write(&site, "body SITE_RULE /(/\n").unwrap();
         let e = live.reload().unwrap_err();

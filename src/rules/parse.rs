@@ -19,6 +19,8 @@
 //! ```
 //!
 //! Patterns are `/.../flags` or `m` with any delimiter (`m{...}`, `m!...!`); flags `i m s x`.
+//! They match bytes with ASCII classes, as SpamAssassin's do; write `(?u:...)` for Unicode
+//! ones (`(?u:[\x{200B}\x{FEFF}])`, `(?u:\p{Cyrillic})`). Literal UTF-8 text matches as is.
 //! Names are upper case letters, digits and `_`; names starting `__` are parts for meta
 //! rules: never scored, never reported. Every problem is collected with file and line.
 
@@ -64,32 +66,16 @@ pub struct Pattern {
 }
 
 impl Pattern {
-    /// The pattern for the `regex` crate: flags as a group, and `\b`/`\B` as ASCII word
-    /// boundaries (Unicode ones would make the DFA give up on every non-ASCII message and
-    /// the whole set fall back to the slow engine).
+    /// The pattern for the `regex` crate: bytes, ASCII classes (`\w`, `\d`, `\s`, `\b`,
+    /// case-insensitivity), as SpamAssassin matches by default, with the flags as a group.
+    /// Unicode classes are one `(?u:...)` away; ASCII ones keep the sets in the fast
+    /// engine (Unicode word classes and boundaries make the DFA large or give up).
     pub fn compiled_source(&self) -> String {
         let mut out = String::with_capacity(self.source.len() + 16);
-        if !self.flags.is_empty() {
-            out.push_str("(?");
-            out.push_str(&self.flags);
-            out.push(')');
-        }
-        let mut chars = self.source.chars();
-        while let Some(c) = chars.next() {
-            if c != '\\' {
-                out.push(c);
-                continue;
-            }
-            match chars.next() {
-                Some('b') => out.push_str("(?-u:\\b)"),
-                Some('B') => out.push_str("(?-u:\\B)"),
-                Some(n) => {
-                    out.push('\\');
-                    out.push(n);
-                }
-                None => out.push('\\'),
-            }
-        }
+        out.push_str("(?");
+        out.push_str(&self.flags);
+        out.push_str("-u)");
+        out.push_str(&self.source);
         out
     }
 }
@@ -432,11 +418,19 @@ mod tests {
     }
 
     #[test]
-    fn word_boundaries_become_ascii() {
+    fn patterns_are_ascii_unless_asked() {
         let p = Pattern {
-            source: r"\bcoin\B\\b".into(),
+            source: r"\bcoin\b".into(),
             flags: "i".into(),
         };
-        assert_eq!(p.compiled_source(), r"(?i)(?-u:\b)coin(?-u:\B)\\b");
+        assert_eq!(p.compiled_source(), r"(?i-u)\bcoin\b");
+        let re = regex::bytes::Regex::new(&p.compiled_source()).unwrap();
+        assert!(re.is_match("Bit COIN".as_bytes()));
+        let zw = Pattern {
+            source: r"a(?u:[\x{200B}\x{AD}])b €".into(),
+            flags: String::new(),
+        };
+        let re = regex::bytes::Regex::new(&zw.compiled_source()).unwrap();
+        assert!(re.is_match("a\u{ad}b €".as_bytes()));
     }
 }

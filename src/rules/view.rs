@@ -18,7 +18,8 @@ const MAX_URIS: usize = 500;
 pub struct View<'a> {
     /// The features.
     pub features: &'a Features<'a>,
-    /// Subject, then the decoded text parts and the HTML parts as text.
+    /// Subject, then the decoded text parts and the HTML parts as text; line ends become
+    /// spaces.
     pub body: String,
     /// Every URL: from the text (`http(s)://`, `www.`) and from HTML attributes; scheme and
     /// host lower-cased, `www.` given `http://`, trailing punctuation cut.
@@ -53,6 +54,13 @@ impl<'a> View<'a> {
             last = end;
         }
         body.push_str(text.get(last..).unwrap_or_default());
+        // Lines joined into one text, as SpamAssassin's body rules see paragraphs: a phrase
+        // wrapped over two lines still matches.
+        let mut bytes = body.into_bytes();
+        for b in bytes.iter_mut().filter(|b| matches!(**b, b'\r' | b'\n')) {
+            *b = b' ';
+        }
+        let body = String::from_utf8(bytes).unwrap_or_default();
         let mut uris = vec![];
         text_urls(&body, &mut uris);
         for u in &html.attr_urls {
@@ -104,6 +112,41 @@ impl<'a> View<'a> {
         let f = self.features;
         f.headers.named(f.raw, name).next().is_some()
     }
+}
+
+/// The registered domains the message's links go to (not IP literals), in order of first
+/// appearance, at most `limit`: what domain block lists are asked about before the scan.
+pub fn link_domains(raw: &[u8], limit: usize) -> Vec<String> {
+    let Some(msg) = mail_parser::MessageParser::default().parse(raw) else {
+        return vec![];
+    };
+    let mut urls = vec![];
+    for part in &msg.parts {
+        match &part.body {
+            mail_parser::PartType::Text(t) => text_urls(t, &mut urls),
+            mail_parser::PartType::Html(h) => {
+                let mut facts = HtmlFacts::default();
+                facts.scan(h);
+                urls.extend(facts.attr_urls.iter().filter_map(|u| normalise(u)));
+                text_urls(&mail_parser::decoders::html::html_to_text(h), &mut urls);
+            }
+            _ => {}
+        }
+    }
+    let mut out: Vec<String> = vec![];
+    for host in urls.iter().filter_map(|u| host_of(u)) {
+        if host.parse::<std::net::IpAddr>().is_ok() || !host.contains('.') {
+            continue;
+        }
+        let d = registered(host);
+        if !out.contains(&d) {
+            out.push(d);
+            if out.len() >= limit {
+                break;
+            }
+        }
+    }
+    out
 }
 
 /// A header value unfolded and RFC 2047-decoded.
@@ -235,6 +278,12 @@ mod tests {
         assert_eq!(registered("a.b.example.co.uk"), "example.co.uk");
         assert_eq!(registered("click.email.shop.com"), "shop.com");
         assert_eq!(registered("203.0.113.4"), "203.0.113.4");
+    }
+
+    #[test]
+    fn link_domains_are_registered_domains() {
+        let m = b"Content-Type: text/html\r\n\r\n<a href=\"https://a.b.evil.co.uk/x\">x</a> https://www.evil.co.uk/y http://203.0.113.1/ http://click.shop.example/\r\n";
+        assert_eq!(link_domains(m, 20), ["evil.co.uk", "shop.example"]);
     }
 
     #[test]

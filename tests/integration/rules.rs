@@ -21,7 +21,7 @@ use std::sync::{Arc, OnceLock};
 fn shipped() -> Arc<Scoring> {
     static SET: OnceLock<Arc<Scoring>> = OnceLock::new();
     SET.get_or_init(|| {
-        LiveRules::load(Sources::default(), BTreeMap::new())
+        LiveRules::load(Sources::default(), BTreeMap::new(), vec![])
             .expect("the shipped rules load")
             .current()
     })
@@ -316,4 +316,111 @@ fn rules_lint_and_test_say_what_they_found() {
         "score 0 turns a shipped rule off: {out}"
     );
     assert!(out.contains("SPLIT_SPAM_WORDS"), "{out}");
+}
+
+/// A block-list config against the loopback DNS server's test zones.
+fn dnsbl_config(dns: std::net::SocketAddr) -> String {
+    format!(
+        "[auth]\nnameservers = [\"{dns}\"]\nbudget_ms = 1500\ndns_timeout_ms = 500\ndns_attempts = 1\n\
+         [model]\nenabled = false\n[levels]\nkill_level = 1000.0\n\
+         [[dnsbl.lists]]\nzone = \"zen.bl.test\"\nkind = \"ip\"\nreturns = [\n\
+           {{ code = \"127.0.0.2\", hit = \"T_RCVD_IN_SBL\", score = 2.5 }},\n\
+           {{ code = \"127.0.0.4-7\", hit = \"T_RCVD_IN_XBL\", score = 2.0 }},\n]\n\
+         [[dnsbl.lists]]\nzone = \"dbl.bl.test\"\nkind = \"domain\"\nreturns = [\n\
+           {{ code = \"127.0.1.4\", hit = \"T_URIBL_PHISH\", score = 3.5 }},\n]\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn block_lists_are_asked_about_the_client_and_the_link_domains() {
+    use crate::util::dns::{DnsServer, Rec};
+    use crate::util::sink::{Behaviour, Sink};
+    use crate::util::{Client, Filterd};
+    let mut dns = DnsServer::start(&[
+        Rec::A("7.113.0.203.zen.bl.test", [127, 0, 0, 2]),
+        Rec::A("6.113.0.203.zen.bl.test", [127, 0, 0, 5]),
+        Rec::A("5.113.0.203.zen.bl.test", [127, 255, 255, 254]),
+        Rec::A("phish-shop.co.uk.dbl.bl.test", [127, 0, 1, 4]),
+    ])
+    .await;
+    let sink = Sink::start(Behaviour::default()).await;
+    let f = Filterd::start(sink.addr, &dnsbl_config(dns.addr));
+    let body = |link: &str| {
+        format!(
+            "From: shop@example.org\r\nTo: bob@example.net\r\nSubject: your order\r\n\
+             Message-ID: <o1@example.org>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\
+             Content-Type: text/html\r\n\r\n<p>Track it <a href=\"{link}\">here</a></p>\r\n"
+        )
+    };
+    let cases = [
+        (
+            "203.0.113.7",
+            "https://www.login.phish-shop.co.uk/x",
+            &["T_RCVD_IN_SBL", "T_URIBL_PHISH"][..],
+            &[][..],
+        ),
+        (
+            "203.0.113.6",
+            "https://example.org/track",
+            &["T_RCVD_IN_XBL"],
+            &["T_RCVD_IN_SBL", "T_URIBL_PHISH"],
+        ),
+        // Spamhaus' "public resolver" refusal is no hit; a private client is never asked.
+        (
+            "203.0.113.5",
+            "https://example.org/track",
+            &[],
+            &["T_RCVD_IN_SBL", "T_RCVD_IN_XBL"],
+        ),
+        (
+            "10.1.2.3",
+            "https://example.org/track",
+            &[],
+            &["T_RCVD_IN_SBL", "T_RCVD_IN_XBL"],
+        ),
+    ];
+    for (i, (ip, link, want, not)) in cases.iter().enumerate() {
+        let (mut c, _) = Client::connect(f.addr()).await;
+        let xf = format!("XFORWARD ADDR={ip} HELO=mail.example.org NAME=mail.example.org");
+        let r = c
+            .send_message_after(
+                &[&xf],
+                "shop@example.org",
+                &["bob@example.net"],
+                body(link).as_bytes(),
+            )
+            .await;
+        assert!(r.starts_with("250"), "{r}");
+        let got = String::from_utf8_lossy(&sink.received()[i].data).into_owned();
+        let status = got
+            .split("\r\n")
+            .skip_while(|l| !l.starts_with("X-Spam-Status:"))
+            .take_while(|l| l.starts_with("X-Spam-Status:") || l.starts_with([' ', '\t']))
+            .collect::<String>();
+        for w in *want {
+            assert!(status.contains(w), "{ip}: {w} missing: {status}");
+        }
+        for n in *not {
+            assert!(!status.contains(n), "{ip}: {n} present: {status}");
+        }
+    }
+    // The same client again: answered from the cache, no new query.
+    let before = dns.queries();
+    let (mut c, _) = Client::connect(f.addr()).await;
+    let xf = "XFORWARD ADDR=203.0.113.6 HELO=mail.example.org NAME=mail.example.org";
+    let r = c
+        .send_message_after(
+            &[xf],
+            "shop@example.org",
+            &["bob@example.net"],
+            body("https://example.org/track").as_bytes(),
+        )
+        .await;
+    assert!(r.starts_with("250"), "{r}");
+    let lists_asked = dns.queries() - before;
+    assert!(
+        lists_asked <= 3,
+        "{lists_asked} queries: the list answers were not cached"
+    );
+    dns.stop().await;
 }
