@@ -85,6 +85,8 @@ pub struct Features<'m> {
     pub body_text: String,
     /// Where the HTML bodies are in `body_text`.
     pub html_ranges: Vec<std::ops::Range<usize>>,
+    /// Each HTML body converted to text (once, for the tokenizer and the body rules).
+    pub html_texts: Vec<String>,
     /// The time of the scan, Unix seconds.
     pub now: i64,
     /// The tokens of the one tokenizer, when asked for (tokenizing costs more than all
@@ -108,8 +110,9 @@ impl<'m> Features<'m> {
             return f;
         };
         f.parsed = true;
+        f.add_mime(&msg);
         if tokens {
-            f.tokens = Some(Tokens::of_message(&msg));
+            f.tokens = Some(Tokens::of_message_with(&msg, &f.html_texts));
         }
         f.subject = msg.subject().map(str::to_string);
         f.from = msg.from().and_then(first_addr);
@@ -121,7 +124,6 @@ impl<'m> Features<'m> {
         }
         f.to_cc_count =
             msg.to().map_or(0, |a| a.iter().count()) + msg.cc().map_or(0, |a| a.iter().count());
-        f.add_mime(&msg);
         f
     }
 
@@ -159,6 +161,7 @@ impl<'m> Features<'m> {
             },
             body_text: String::new(),
             html_ranges: vec![],
+            html_texts: vec![],
             headers,
             now,
             tokens: None,
@@ -210,8 +213,10 @@ impl<'m> Features<'m> {
                 PartType::Text(t) | PartType::Html(t) if self.body_text.len() < 1 << 20 => {
                     let start = self.body_text.len();
                     self.body_text.push_str(t);
-                    if matches!(part.body, PartType::Html(_)) {
+                    if let PartType::Html(h) = &part.body {
                         self.html_ranges.push(start..self.body_text.len());
+                        self.html_texts
+                            .push(mail_parser::decoders::html::html_to_text(h));
                     }
                     self.body_text.push('\n');
                 }

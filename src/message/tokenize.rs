@@ -69,9 +69,15 @@ impl Tokens {
 
     /// Tokenize a parsed message.
     pub(crate) fn of_message(m: &Message<'_>) -> Tokens {
+        Self::of_message_with(m, &[])
+    }
+
+    /// Tokenize a parsed message whose HTML parts were already converted to text
+    /// (`html_texts`, in the order of the HTML parts; missing ones are converted here).
+    pub(crate) fn of_message_with(m: &Message<'_>, html_texts: &[String]) -> Tokens {
         let mut t = Tokenizer::default();
         t.headers(m);
-        t.bodies(m);
+        t.bodies(m, html_texts);
         t.finish()
     }
 
@@ -102,7 +108,7 @@ pub(crate) fn token_texts(raw: &[u8]) -> Vec<String> {
     match MessageParser::default().parse(raw) {
         Some(m) => {
             t.headers(&m);
-            t.bodies(&m);
+            t.bodies(&m, &[]);
         }
         None => t.text("", &String::from_utf8_lossy(raw)),
     }
@@ -198,8 +204,9 @@ impl Tokenizer {
         }
     }
 
-    fn bodies(&mut self, m: &Message<'_>) {
+    fn bodies(&mut self, m: &Message<'_>, html_texts: &[String]) {
         let mut budget = MAX_BODY_CHARS;
+        let mut html_seen = 0;
         for part in &m.parts {
             if budget == 0 {
                 break;
@@ -208,7 +215,13 @@ impl Tokenizer {
                 PartType::Text(t) => std::borrow::Cow::Borrowed(t.as_ref()),
                 PartType::Html(h) => {
                     self.urls(h);
-                    std::borrow::Cow::Owned(mail_parser::decoders::html::html_to_text(h))
+                    html_seen += 1;
+                    match html_texts.get(html_seen - 1) {
+                        Some(t) => std::borrow::Cow::Borrowed(t.as_str()),
+                        None => {
+                            std::borrow::Cow::Owned(mail_parser::decoders::html::html_to_text(h))
+                        }
+                    }
                 }
                 _ => continue,
             };

@@ -172,35 +172,13 @@ fn html_attachment(v: &View<'_>, _: &[f64], _: &[Brand]) -> bool {
     })
 }
 
-/// Words (runs of letters and the characters inside them) holding `inner` between two
-/// letters, and all words.
-fn words_with(body: &str, inner: fn(char) -> bool) -> (usize, usize) {
-    if body.is_ascii() {
-        return (0, 1);
-    }
-    let (mut with, mut all) = (0, 0);
-    for w in body.split(|c: char| !(c.is_alphanumeric() || inner(c))) {
-        if w.is_empty() {
-            continue;
-        }
-        all += 1;
-        let cs: Vec<char> = w.chars().collect();
-        with += usize::from(
-            cs.windows(3)
-                .any(|t| t[0].is_alphabetic() && inner(t[1]) && t[2].is_alphabetic()),
-        );
-    }
-    (with, all.max(1))
-}
-
 fn soft_hyphen_words(v: &View<'_>, a: &[f64], _: &[Brand]) -> bool {
-    let (with, all) = words_with(&v.body, |c| c == '\u{ad}');
-    with as f64 >= a[0] && 100.0 * with as f64 / all as f64 >= a[1]
+    let w = v.words();
+    w.soft_hyphen as f64 >= a[0] && 100.0 * w.soft_hyphen as f64 / w.words.max(1) as f64 >= a[1]
 }
 
 fn zero_width_words(v: &View<'_>, a: &[f64], _: &[Brand]) -> bool {
-    let zw = |c| matches!(c, '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}');
-    words_with(&v.body, zw).0 as f64 >= a[0]
+    v.words().zero_width as f64 >= a[0]
 }
 
 fn link_text_mismatch(v: &View<'_>, _: &[f64], _: &[Brand]) -> bool {
@@ -386,21 +364,7 @@ fn brand_links_elsewhere(v: &View<'_>, _: &[f64], brands: &[Brand]) -> bool {
 }
 
 fn mixed_script_words(v: &View<'_>, a: &[f64], _: &[Brand]) -> bool {
-    if v.body.is_ascii() {
-        return false;
-    }
-    let n = v
-        .body
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| {
-            let latin = w.chars().any(|c| c.is_ascii_alphabetic());
-            let other = w
-                .chars()
-                .any(|c| matches!(c, '\u{370}'..='\u{3ff}' | '\u{400}'..='\u{4ff}'));
-            latin && other
-        })
-        .count();
-    n as f64 >= a[0]
+    v.words().mixed_script as f64 >= a[0]
 }
 
 fn dkim_list_valid(v: &View<'_>, _: &[f64], _: &[Brand]) -> bool {

@@ -129,13 +129,12 @@ impl HtmlFacts {
                 }
             }
             ("form", false) => self.forms += 1,
-            ("input", false) => {
+            ("input", false)
                 if tag
                     .attr("type")
-                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("password"))
-                {
-                    self.password_fields += 1;
-                }
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("password")) =>
+            {
+                self.password_fields += 1;
             }
             ("img", false) => {
                 // Tracking pixels are no picture.

@@ -60,6 +60,9 @@ struct HeaderGroup {
     negated: Vec<bool>,
 }
 
+/// A header rule while the sets are built: its index, pattern and whether it is `!~`.
+type HeaderItem<'a> = (usize, &'a Pattern, bool);
+
 /// Which rules fired on a message.
 #[derive(Debug, Clone, Default)]
 pub struct Fired(pub Vec<bool>);
@@ -169,8 +172,7 @@ impl RuleSet {
     /// Group the tests into sets, compile evals and metas.
     fn build(&mut self, builtin: &[&'static str], errors: &mut Vec<RuleError>) {
         let mut kinds: [Vec<(usize, &Pattern)>; 4] = Default::default();
-        let mut headers: BTreeMap<(String, HeaderPart), Vec<(usize, &Pattern, bool)>> =
-            BTreeMap::new();
+        let mut headers: BTreeMap<(String, HeaderPart), Vec<HeaderItem<'_>>> = BTreeMap::new();
         let index: HashMap<&str, usize> = self
             .rules
             .iter()

@@ -30,6 +30,78 @@ pub struct View<'a> {
     pub hits: &'a Hits,
     /// Sender authentication, when it ran.
     pub auth: Option<&'a AuthVerdict>,
+    words: std::cell::OnceCell<WordStats>,
+}
+
+/// Counts over the words of the body, computed once in one pass when a test asks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WordStats {
+    /// Words (letters and digits, with the invisible characters inside them).
+    pub words: usize,
+    /// Words mixing Latin letters with Cyrillic or Greek ones.
+    pub mixed_script: usize,
+    /// Words with a zero-width character between two letters.
+    pub zero_width: usize,
+    /// Words with a soft hyphen between two letters.
+    pub soft_hyphen: usize,
+}
+
+impl WordStats {
+    /// The counts of `text`.
+    pub fn of(text: &str) -> WordStats {
+        let mut s = WordStats::default();
+        if text.is_ascii() {
+            s.words = text
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .count();
+            return s;
+        }
+        let zw = |c: char| matches!(c, '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}');
+        // Per word: Latin seen, other script seen, the invisible kind after a letter, found.
+        let (mut latin, mut other, mut pending, mut in_word) = (false, false, 0u8, false);
+        let (mut has_zw, mut has_shy, mut prev_alpha) = (false, false, false);
+        let end_word = |s: &mut WordStats, latin: bool, other: bool, zw: bool, shy: bool| {
+            s.words += 1;
+            s.mixed_script += usize::from(latin && other);
+            s.zero_width += usize::from(zw);
+            s.soft_hyphen += usize::from(shy);
+        };
+        for c in text.chars() {
+            let inner = if zw(c) {
+                1
+            } else if c == '\u{ad}' {
+                2
+            } else {
+                0
+            };
+            if c.is_alphanumeric() || inner > 0 {
+                in_word = true;
+                if inner > 0 {
+                    pending = if prev_alpha { inner } else { 0 };
+                    prev_alpha = false;
+                    continue;
+                }
+                let alpha = c.is_alphabetic();
+                if alpha {
+                    has_zw |= pending == 1;
+                    has_shy |= pending == 2;
+                }
+                latin |= c.is_ascii_alphabetic();
+                other |= matches!(c, '\u{370}'..='\u{3ff}' | '\u{400}'..='\u{4ff}');
+                pending = 0;
+                prev_alpha = alpha;
+            } else if in_word {
+                end_word(&mut s, latin, other, has_zw, has_shy);
+                (latin, other, pending, in_word) = (false, false, 0, false);
+                (has_zw, has_shy, prev_alpha) = (false, false, false);
+            }
+        }
+        if in_word {
+            end_word(&mut s, latin, other, has_zw, has_shy);
+        }
+        s
+    }
 }
 
 impl<'a> View<'a> {
@@ -43,14 +115,14 @@ impl<'a> View<'a> {
         let mut html = HtmlFacts::default();
         let mut last = 0;
         let text = &features.body_text;
-        for r in &features.html_ranges {
+        for (r, as_text) in features.html_ranges.iter().zip(&features.html_texts) {
             let (start, end) = (r.start.min(text.len()), r.end.min(text.len()));
             let (Some(before), Some(h)) = (text.get(last..start), text.get(start..end)) else {
                 continue;
             };
             body.push_str(before);
             html.scan(h);
-            body.push_str(&mail_parser::decoders::html::html_to_text(h));
+            body.push_str(as_text);
             last = end;
         }
         body.push_str(text.get(last..).unwrap_or_default());
@@ -80,7 +152,13 @@ impl<'a> View<'a> {
             html,
             hits,
             auth,
+            words: std::cell::OnceCell::new(),
         }
+    }
+
+    /// The word counts of the body.
+    pub fn words(&self) -> WordStats {
+        *self.words.get_or_init(|| WordStats::of(&self.body))
     }
 
     /// The raw body text: decoded parts, HTML with its tags.
@@ -284,6 +362,22 @@ mod tests {
     fn link_domains_are_registered_domains() {
         let m = b"Content-Type: text/html\r\n\r\n<a href=\"https://a.b.evil.co.uk/x\">x</a> https://www.evil.co.uk/y http://203.0.113.1/ http://click.shop.example/\r\n";
         assert_eq!(link_domains(m, 20), ["evil.co.uk", "shop.example"]);
+    }
+
+    #[test]
+    fn word_counts() {
+        let s =
+            WordStats::of("Pаypal Ap\u{200b}ple I\u{200b}D Mit\u{ad}glie\u{ad}der plain \u{200d}x");
+        assert_eq!(
+            s,
+            WordStats {
+                words: 6,
+                mixed_script: 1,
+                zero_width: 2,
+                soft_hyphen: 1
+            }
+        );
+        assert_eq!(WordStats::of("two words").words, 2);
     }
 
     #[test]
