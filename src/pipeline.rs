@@ -42,6 +42,10 @@ use std::sync::Arc;
 /// wake-ups of a hand-off to the blocking pool).
 const INLINE_SCAN_LIMIT: (usize, usize) = (256 * 1024, 32 * 1024);
 
+/// Messages up to this size run the rules (amavisd-new hands SpamAssassin 400 KB at most):
+/// spam is small, and eight 40 MB messages at once stay in the memory budget.
+const RULES_MAX_MESSAGE: usize = 4 << 20;
+
 /// Everything needed to scan a message; shared by all sessions.
 pub struct Pipeline {
     registry: Registry,
@@ -198,7 +202,7 @@ impl Pipeline {
         };
         let mut hits = self.registry.run_except(&input, skipped);
         let scoring = self.rules.current();
-        let rules = !skipped("rules");
+        let rules = !skipped("rules") && msg.len() <= RULES_MAX_MESSAGE;
         scoring.apply(&features, &mut hits, auth, &prepared.listed, rules);
         let walked = self.content.walk(msg, &features.headers);
         let virus = virus_name(prepared.virus.as_ref());

@@ -98,7 +98,7 @@ fn rules(config: Option<&PathBuf>, action: &RulesAction) -> Result<u8, Failure> 
     }
     .map_err(|e| Failure::msg(exit::CONFIG, format!("configuration is invalid:\n{e}")))?;
     match action {
-        RulesAction::Lint => match filterd::rules::cli::lint(&config) {
+        RulesAction::Lint => match filterd::rules::cli::lint(&config.rules) {
             Ok(report) => {
                 print!("{report}");
                 Ok(exit::OK)
@@ -114,7 +114,13 @@ fn rules(config: Option<&PathBuf>, action: &RulesAction) -> Result<u8, Failure> 
             }
             .map_err(|e| Failure::msg(exit::NOINPUT, format!("{}: {e}", file.display())))?;
             let now = filterd::clock::now_unix() as i64;
-            print!("{}", filterd::rules::cli::test(&config, &raw, now));
+            let scorer = filterd::rules::cli::Scorer {
+                rules: &config.rules,
+                bayes: config.bayes.clone(),
+                model: config.model.clone(),
+                levels: config.levels,
+            };
+            print!("{}", filterd::rules::cli::test(&scorer, &raw, now));
             Ok(exit::OK)
         }
     }

@@ -4,18 +4,22 @@
 //! `test` scores one message as the filter would (built-in checks, the configured model
 //! and Bayes store, the rules; no DNS) and says which rules fired and on what text.
 
+use super::live::LiveRules;
 use super::parse::{HeaderTest, Test};
 use super::set::Rule;
 use super::view::View;
 use crate::checks::{Hits, Input, Registry};
-use crate::config::Config;
 use crate::message::Features;
+use crate::model::bayes_live::BayesLive;
+use crate::model::onnx::OnnxModel;
+use crate::verdict::Levels;
 use crate::verdict::Verdict;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
-/// Lint the rule files `config` names: `Ok(report)` when they compile, `Err(problems)`.
-pub fn lint(config: &Config) -> Result<String, Vec<String>> {
-    let live = &config.rules;
+/// Lint the rule files of `live` (read again): `Ok(report)` when they compile, else every
+/// problem.
+pub fn lint(live: &LiveRules) -> Result<String, Vec<String>> {
     let n = live.reload()?;
     let scoring = live.current();
     let mut out = String::new();
@@ -42,19 +46,31 @@ pub fn lint(config: &Config) -> Result<String, Vec<String>> {
     Ok(out)
 }
 
+/// What `filterd rules test` scores with (the configuration's parts).
+pub struct Scorer<'a> {
+    /// The rules.
+    pub rules: &'a LiveRules,
+    /// The Bayes store, when on.
+    pub bayes: Option<Arc<BayesLive>>,
+    /// The model, when on.
+    pub model: Option<Arc<OnnxModel>>,
+    /// The default policy's levels.
+    pub levels: Levels,
+}
+
 /// Score `raw` as of `now` and explain each hit.
-pub fn test(config: &Config, raw: &[u8], now: i64) -> String {
+pub fn test(scorer: &Scorer<'_>, raw: &[u8], now: i64) -> String {
     let features = Features::extract_with(raw, now, true);
-    let registry = Registry::new(config.bayes.clone(), config.model.clone());
+    let registry = Registry::new(scorer.bayes.clone(), scorer.model.clone());
     let hits = registry.run(&Input::of(&features));
-    let scoring = config.rules.current();
+    let scoring = scorer.rules.current();
     let view = View::new(&features, &hits, None);
     let mut fired_hits = Hits::default();
     let fired = scoring.rules.run(&view, &mut fired_hits);
     let verdict = {
         let mut all = hits.clone();
         all.extend(&fired_hits);
-        Verdict::new(&all, &scoring.scores, config.levels)
+        Verdict::new(&all, &scoring.scores, scorer.levels)
     };
     let mut out = String::new();
     let _ = writeln!(
@@ -62,8 +78,8 @@ pub fn test(config: &Config, raw: &[u8], now: i64) -> String {
         "score {:.3} ({}; tag2_level {}, kill_level {})",
         verdict.score,
         verdict.category().as_str(),
-        config.levels.tag2,
-        config.levels.kill
+        scorer.levels.tag2,
+        scorer.levels.kill
     );
     for (name, score) in &verdict.hits {
         let why = scoring

@@ -9,8 +9,13 @@ use crate::checks::Hits;
 use regex::bytes::{RegexSet, RegexSetBuilder};
 use std::collections::{BTreeMap, HashMap};
 
-/// Bound on the compiled size of one set (the shipped one needs a fraction of it).
+/// Bound on the compiled size of one set (the shipped one needs a fraction of it). The
+/// lazy DFA's cache keeps the crate's default (a few MB per set and thread): a bigger one
+/// is memory each worker thread keeps.
 const SET_SIZE_LIMIT: usize = 64 << 20;
+/// The lazy DFA's cache per set and concurrent scan: enough for mail text, small enough
+/// that eight big messages scanned at once stay within the memory budget.
+const DFA_CACHE: usize = 512 << 10;
 
 /// One rule after merging.
 #[derive(Debug, Clone)]
@@ -388,7 +393,7 @@ fn pattern_set(items: &[(usize, &Pattern)]) -> (Option<PatternSet>, Vec<(usize, 
     }
     let set = RegexSetBuilder::new(good.iter().map(|g| &g.1))
         .size_limit(SET_SIZE_LIMIT)
-        .dfa_size_limit(SET_SIZE_LIMIT)
+        .dfa_size_limit(DFA_CACHE)
         .build();
     match set {
         Ok(set) => (

@@ -13,6 +13,9 @@ use std::sync::OnceLock;
 
 /// Bound on URLs per message.
 const MAX_URIS: usize = 500;
+/// Bytes of text the body and rawbody rules read (SpamAssassin reads 50 KB of each body
+/// part): time and memory stay bounded on huge messages, and spam says what it wants early.
+const MAX_BODY: usize = 256 * 1024;
 
 /// One message as the rules see it.
 pub struct View<'a> {
@@ -120,12 +123,18 @@ impl<'a> View<'a> {
             let (Some(before), Some(h)) = (text.get(last..start), text.get(start..end)) else {
                 continue;
             };
+            if body.len() >= MAX_BODY {
+                break;
+            }
             body.push_str(before);
             html.scan(h);
             body.push_str(as_text);
             last = end;
         }
-        body.push_str(text.get(last..).unwrap_or_default());
+        if body.len() < MAX_BODY {
+            body.push_str(text.get(last..).unwrap_or_default());
+        }
+        body.truncate(floor_boundary(&body, MAX_BODY));
         // Lines joined into one text, as SpamAssassin's body rules see paragraphs: a phrase
         // wrapped over two lines still matches.
         let mut bytes = body.into_bytes();
@@ -161,9 +170,10 @@ impl<'a> View<'a> {
         *self.words.get_or_init(|| WordStats::of(&self.body))
     }
 
-    /// The raw body text: decoded parts, HTML with its tags.
+    /// The raw body text: decoded parts, HTML with its tags (at most `MAX_BODY` bytes).
     pub fn rawbody(&self) -> &str {
-        &self.features.body_text
+        let t = &self.features.body_text;
+        &t[..floor_boundary(t, MAX_BODY)]
     }
 
     /// The values of header `name` (lower case; `all` = the whole header block) in `part`.
@@ -225,6 +235,15 @@ pub fn link_domains(raw: &[u8], limit: usize) -> Vec<String> {
         }
     }
     out
+}
+
+/// The largest char boundary of `s` at or below `at`.
+fn floor_boundary(s: &str, at: usize) -> usize {
+    let mut i = at.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
 }
 
 /// A header value unfolded and RFC 2047-decoded.
