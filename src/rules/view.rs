@@ -135,7 +135,6 @@ impl<'a> View<'a> {
         body.truncate(floor_boundary(&body, MAX_BODY));
         // Lines joined into one text, as SpamAssassin's body rules see paragraphs: a phrase
         // wrapped over two lines still matches.
-        let mut body = body;
         // SAFETY: only the ASCII bytes CR and LF are replaced, by the ASCII space, so the
         // text stays valid UTF-8 (a UTF-8 sequence never contains an ASCII byte).
         for b in unsafe { body.as_bytes_mut() } {
