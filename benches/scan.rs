@@ -123,6 +123,21 @@ fn scan(c: &mut Criterion) {
             })
         });
     }
+    // The rules alone on the 5 KB message: the view, then the compiled set.
+    let features = Features::extract(&msg, 1_795_442_400);
+    let scoring = cfg.rules.current();
+    let none = filterd::checks::Hits::default();
+    g.bench_function("rules_view_5k", |b| {
+        b.iter(|| black_box(filterd::rules::View::new(&features, &none, None).uris.len()))
+    });
+    g.bench_function("rules_5k", |b| {
+        b.iter(|| {
+            let view = filterd::rules::View::new(&features, &none, None);
+            let mut hits = filterd::checks::Hits::default();
+            scoring.rules.run(&view, &mut hits);
+            black_box(hits.names().len())
+        })
+    });
     g.finish();
 }
 
