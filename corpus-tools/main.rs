@@ -6,6 +6,7 @@
 //! per message), and prints FP% and FN% at the configured thresholds, 1-ROCA% and spam recall
 //! at <= 0.1% FP, for Bayes alone, the header checks alone, and filterd's combined score.
 
+mod fit;
 mod train;
 
 use anyhow::Context as _;
@@ -83,6 +84,26 @@ enum Cmd {
         /// Train and report, but write nothing (for tuning on other folds).
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Fit the default scores on the train part of a split (nested cross-validation for
+    /// Bayes' and the model's probabilities), and report them on its test part.
+    FitScores {
+        #[command(flatten)]
+        split: SplitArgs,
+        /// Groups of the nested cross-validation inside the train part.
+        #[arg(long, default_value_t = 4)]
+        nested: u64,
+        /// L2 penalty of the logistic regression.
+        #[arg(long, default_value_t = 1.0)]
+        l2: f64,
+        /// Share of the train part's ham (%, scored by the nested cross-validation) allowed
+        /// at or above `tag2_level`: sets the scale of the scores.
+        #[arg(long, default_value_t = 0.05)]
+        train_fp_pct: f64,
+        /// Write the fitted `[scores]` here (a config `evaluate --config` and filterd read);
+        /// default: print them.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Figures for scores produced elsewhere: lines of `ham <score>` or `spam <score>`
     /// (higher = spammier).
@@ -164,6 +185,13 @@ fn main() -> anyhow::Result<()> {
             evaluate(&split, show_worst, model, config.as_deref(), hits)
         }
         Cmd::Split { split, out } => write_split(&split, &out),
+        Cmd::FitScores {
+            split,
+            nested,
+            l2,
+            train_fp_pct,
+            out,
+        } => fit_scores(&split, nested, (l2, train_fp_pct / 100.0), out.as_deref()),
         Cmd::TrainModel {
             split,
             out,
@@ -532,6 +560,147 @@ fn evaluate(
         }
     }
     Ok(())
+}
+
+fn fit_scores(
+    a: &SplitArgs,
+    nested: u64,
+    (l2, train_fp): (f64, f64),
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use filterd::corpus::nested_group;
+    let mut train_part: Vec<(u64, Item)> = vec![];
+    let mut test_part: Vec<Item> = vec![];
+    for (path, spam, test) in labelled_files(a)? {
+        let raw = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let it = Item {
+            raw: strip_from_line(&raw).to_vec(),
+            path,
+            spam,
+            test,
+        };
+        if it.test {
+            test_part.push(it);
+        } else {
+            train_part.push((nested_group(&it.path, a.fold, nested), it));
+        }
+    }
+    let mut train_rows = vec![];
+    for g in 0..nested {
+        let (inner, outer): (Vec<_>, Vec<_>) = train_part.iter().partition(|(k, _)| *k != g);
+        let inner: Vec<&Item> = inner.iter().map(|x| &x.1).collect();
+        let outer: Vec<&Item> = outer.iter().map(|x| &x.1).collect();
+        train_rows.extend(scan_rows(a, &inner, &outer)?.into_iter().map(|r| r.0));
+    }
+    let all: Vec<&Item> = train_part.iter().map(|x| &x.1).collect();
+    let tests: Vec<&Item> = test_part.iter().collect();
+    let test_rows = scan_rows(a, &all, &tests)?;
+    let tag2 = Config::defaults()
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .levels
+        .tag2;
+    let fixed = |h: &str| {
+        h == "GTUBE"
+            || h.starts_with("VIRUS")
+            || h.starts_with("RCVD_IN_")
+            || h.starts_with("URIBL_")
+    };
+    let fitted = fit::fit(&train_rows, l2, tag2, train_fp, &fixed);
+    let mut now = Scored::default();
+    let mut then = Scored::default();
+    for (r, default_score) in &test_rows {
+        let (n, t) = if r.spam {
+            (&mut now.spam, &mut then.spam)
+        } else {
+            (&mut now.ham, &mut then.ham)
+        };
+        n.push(*default_score);
+        t.push(fitted.score(r));
+    }
+    println!(
+        "fit: {} train rows ({nested}-part nested cross-validation, L2 {l2}), {} hits fitted; tag2_level {tag2} at log-odds {:.3} ({:.3} points per log-odd, train ham allowed above: {}%); test: {} ham, {} spam (fold {})",
+        train_rows.len(),
+        fitted.scores.len(),
+        fitted.threshold,
+        fitted.scale,
+        train_fp * 100.0,
+        now.ham.len(),
+        now.spam.len(),
+        a.fold
+    );
+    println!();
+    table_header();
+    let at = format!("score >= {tag2}");
+    row("default scores", &now, tag2, &at);
+    row("fitted scores", &then, tag2, &at);
+    let mut toml = format!(
+        "# Written by `corpus-tools fit-scores --fold {}`: scores fitted on the fold's train part.\n[scores]\n",
+        a.fold
+    );
+    for (h, s) in &fitted.scores {
+        toml.push_str(&format!("{h} = {s}\n"));
+    }
+    match out {
+        Some(p) => std::fs::write(p, toml).with_context(|| format!("writing {}", p.display()))?,
+        None => print!("\n{toml}"),
+    }
+    Ok(())
+}
+
+/// Train Bayes and the model on `train` as `evaluate` does, scan `test` through the whole
+/// pipeline with them: each message's hits (with the factor of scaled ones) and its score
+/// with the default scores.
+fn scan_rows(
+    a: &SplitArgs,
+    train: &[&Item],
+    test: &[&Item],
+) -> anyhow::Result<Vec<(fit::Row, f64)>> {
+    use filterd::model::onnx::featurise;
+    let mut store = Store::default();
+    for it in train {
+        let class = if it.spam { Class::Spam } else { Class::Ham };
+        store.learn(message_id(&it.raw), &Tokens::of_raw(&it.raw), class, 0);
+    }
+    let examples: Vec<_> = train
+        .iter()
+        .map(|i| (featurise(&i.raw, &Tokens::of_raw(&i.raw)), i.spam))
+        .collect();
+    let (onnx, manifest) = fit_model(a, &examples, train::Settings::default());
+    let mut cfg = Config::parse("[bayes]\nenabled = false\n[model]\nenabled = false\n")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    cfg.bayes = Some(Arc::new(BayesLive::from_store(
+        store,
+        BayesParams::default(),
+    )));
+    cfg.model = Some(Arc::new(load_via_file(&onnx, &manifest)?));
+    let pipeline = Pipeline::new(&cfg);
+    let defaults = filterd::checks::Registry::default_scores();
+    let env = envelope();
+    Ok(test
+        .iter()
+        .map(|it| {
+            let v = &pipeline
+                .scan_at(&env, &it.raw, "corpustools1", 0)
+                .report
+                .decisions[0]
+                .verdict;
+            let hits = v
+                .hits
+                .iter()
+                .map(|(h, s)| match defaults.get(h) {
+                    Some(d) if *d != 0.0 => (*h, s / d, *s),
+                    _ => (*h, 1.0, *s),
+                })
+                .collect();
+            (
+                fit::Row {
+                    spam: it.spam,
+                    hits,
+                },
+                v.score,
+            )
+        })
+        .collect())
 }
 
 /// How often each hit fires on the test ham and spam, and the `n` highest-scoring ham.

@@ -101,6 +101,17 @@ pub fn is_test(path: &Path, test_percent: u64, fold: u64) -> bool {
     h % 100 < test_percent
 }
 
+/// Which of `parts` groups a file of a train part belongs to, for nested cross-validation
+/// inside one fold's train part (the score fit): a hash of the file name, as the split.
+pub fn nested_group(path: &Path, fold: u64, parts: u64) -> u64 {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let salt = format!("nested{fold}:");
+    crate::fnv::fnv1a(&[salt.as_bytes(), name.as_bytes()]) % parts.max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
