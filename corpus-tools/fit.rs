@@ -29,10 +29,13 @@ pub struct Fitted {
     pub threshold: f64,
     /// Score points per unit of log-odds.
     pub scale: f64,
+    /// With the anchor: the factor every default score was multiplied by.
+    pub defaults_times: f64,
 }
 
 impl Fitted {
     /// A row's score: fitted hits by their fitted score, the others as they were scored.
+    /// (With the anchor every hit seen in the fit has a score here.)
     pub fn score(&self, row: &Row) -> f64 {
         row.hits
             .iter()
@@ -41,20 +44,40 @@ impl Fitted {
     }
 }
 
-/// Fit scores on `rows` with L2 penalty `l2`, `tag2` being the level spam starts at and
-/// `train_fp` the share of the rows' ham allowed at or above it. Hits in `fixed` keep their
-/// scores and are left out of the fit (GTUBE, lists, virus).
-pub fn fit(
-    rows: &[Row],
-    l2: f64,
-    tag2: f64,
-    train_fp: f64,
-    fixed: &dyn Fn(&str) -> bool,
-) -> Fitted {
+/// The scale of the anchor feature: the default score over this, so its weight is of the
+/// same order as the hits'.
+const ANCHOR_UNIT: f64 = 10.0;
+/// The anchor's penalty: next to none, it carries the defaults' ordering.
+const ANCHOR_L2: f64 = 1e-3;
+
+/// How to fit.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// L2 penalty of the hits' weights.
+    pub l2: f64,
+    /// The level spam starts at.
+    pub tag2: f64,
+    /// Share of the rows' ham allowed at or above `tag2`.
+    pub train_fp: f64,
+    /// Put `tag2` at this log-odds instead (a calibrated probability, not the top ham).
+    pub at_log_odds: Option<f64>,
+    /// Fit around the default scores: their sum is one more feature (hardly penalised), so
+    /// the fitted weights are corrections of a scaled default, shrunk towards 0 by `l2`.
+    pub anchor: bool,
+}
+
+/// Fit scores on `rows`. Hits in `fixed` keep their scores and are left out of the fit
+/// (GTUBE, lists, virus).
+pub fn fit(rows: &[Row], s: Settings, fixed: &dyn Fn(&str) -> bool) -> Fitted {
     let mut support: BTreeMap<&'static str, usize> = BTreeMap::new();
+    // Each hit's score at factor 1 with the scores the rows were scanned with.
+    let mut base: BTreeMap<&'static str, f64> = BTreeMap::new();
     for r in rows {
-        for (h, _, _) in &r.hits {
+        for (h, v, scored) in &r.hits {
             *support.entry(h).or_default() += 1;
+            if *v != 0.0 {
+                base.insert(h, scored / v);
+            }
         }
     }
     let names: Vec<&'static str> = support
@@ -63,16 +86,27 @@ pub fn fit(
         .map(|(h, _)| h)
         .collect();
     let index: BTreeMap<&str, usize> = names.iter().enumerate().map(|(i, h)| (*h, i)).collect();
+    let anchor = names.len();
     let x: Vec<Vec<(usize, f64)>> = rows
         .iter()
         .map(|r| {
-            r.hits
+            let mut xi: Vec<(usize, f64)> = r
+                .hits
                 .iter()
                 .filter_map(|(h, v, _)| index.get(h).map(|&i| (i, *v)))
-                .collect()
+                .collect();
+            if s.anchor {
+                let total: f64 = r.hits.iter().map(|h| h.2).sum();
+                xi.push((anchor, total / ANCHOR_UNIT));
+            }
+            xi
         })
         .collect();
-    let w = newton(&x, rows, names.len(), l2);
+    let mut penalty = vec![s.l2; names.len()];
+    if s.anchor {
+        penalty.push(ANCHOR_L2);
+    }
+    let w = newton(&x, rows, &penalty);
     let z = |xi: &[(usize, f64)]| xi.iter().map(|(i, v)| w[*i] * v).sum::<f64>();
     let mut ham: Vec<f64> = x
         .iter()
@@ -81,32 +115,52 @@ pub fn fit(
         .map(|(xi, _)| z(xi))
         .collect();
     ham.sort_by(|a, b| b.total_cmp(a));
-    let allowed = (train_fp * ham.len() as f64).floor() as usize;
+    let allowed = (s.train_fp * ham.len() as f64).floor() as usize;
     // Just above the highest ham score that must stay below tag2 (and never below 1 log-odd:
     // a scale for a threshold near 0 would blow the scores up).
-    let threshold = ham.get(allowed).map_or(1.0, |h| h + 1e-3).max(1.0);
-    let scale = tag2 / threshold;
-    let scores = names
-        .iter()
-        .zip(&w)
-        .map(|(h, wi)| (*h, (wi * scale * 1000.0).round() / 1000.0))
-        .collect();
+    let threshold = s
+        .at_log_odds
+        .unwrap_or_else(|| ham.get(allowed).map_or(1.0, |h| h + 1e-3))
+        .max(1.0);
+    let scale = s.tag2 / threshold;
+    // With the anchor, every hit's default is scaled by its weight, the fitted ones corrected.
+    let k = if s.anchor {
+        scale * w[anchor] / ANCHOR_UNIT
+    } else {
+        0.0
+    };
+    let mut scores: BTreeMap<&'static str, f64> = BTreeMap::new();
+    if s.anchor {
+        for (h, b) in &base {
+            if !fixed(h) {
+                scores.insert(h, b * k);
+            }
+        }
+    }
+    for (h, wi) in names.iter().zip(&w) {
+        *scores.entry(h).or_default() += wi * scale;
+    }
+    for v in scores.values_mut() {
+        *v = (*v * 1000.0).round() / 1000.0;
+    }
     Fitted {
         scores,
         threshold,
         scale,
+        defaults_times: k,
     }
 }
 
 /// Minimise the L2-penalised log-loss by Newton's method (a few dozen features, so the
-/// dense Hessian is small).
-fn newton(x: &[Vec<(usize, f64)>], rows: &[Row], dim: usize, l2: f64) -> Vec<f64> {
+/// dense Hessian is small); `penalty` per feature.
+fn newton(x: &[Vec<(usize, f64)>], rows: &[Row], penalty: &[f64]) -> Vec<f64> {
+    let dim = penalty.len();
     let mut w = vec![0.0; dim];
     for _ in 0..50 {
-        let mut grad: Vec<f64> = w.iter().map(|wi| l2 * wi).collect();
+        let mut grad: Vec<f64> = w.iter().zip(penalty).map(|(wi, l)| l * wi).collect();
         let mut hess = vec![vec![0.0; dim]; dim];
         for (i, h) in hess.iter_mut().enumerate() {
-            h[i] = l2;
+            h[i] = penalty[i];
         }
         for (xi, r) in x.iter().zip(rows) {
             let z: f64 = xi.iter().map(|(i, v)| w[*i] * v).sum();
@@ -169,6 +223,32 @@ mod tests {
     }
 
     #[test]
+    fn anchored_fit_scales_the_defaults() {
+        // The defaults already separate: spam hits GOOD (scored 8), ham hits nothing.
+        let rows: Vec<Row> = (0..100)
+            .map(|i| {
+                let spam = i % 2 == 0;
+                let hits = if spam && i % 10 != 0 {
+                    vec![("GOOD", 1.0, 8.0)]
+                } else {
+                    vec![]
+                };
+                Row { spam, hits }
+            })
+            .collect();
+        let s = Settings {
+            l2: 100.0,
+            tag2: 6.2,
+            train_fp: 0.0,
+            at_log_odds: Some(2.0),
+            anchor: true,
+        };
+        let f = fit(&rows, s, &|_| false);
+        assert!(f.defaults_times > 0.0, "{f:?}");
+        assert!(f.scores["GOOD"] > 6.2, "{f:?}");
+    }
+
+    #[test]
     fn a_telling_hit_gets_a_high_score_and_a_neutral_one_none() {
         let mut rows = vec![];
         for i in 0..200 {
@@ -182,7 +262,14 @@ mod tests {
             }
             rows.push(Row { spam, hits });
         }
-        let f = fit(&rows, 1.0, 6.2, 0.0, &|_| false);
+        let s = Settings {
+            l2: 1.0,
+            tag2: 6.2,
+            train_fp: 0.0,
+            at_log_odds: None,
+            anchor: false,
+        };
+        let f = fit(&rows, s, &|_| false);
         assert!(f.scores["SPAMMY"] > 3.0, "{f:?}");
         assert!(f.scores["SPAMMY"] > f.scores["EVERY"] + 3.0, "{f:?}");
     }

@@ -100,6 +100,13 @@ enum Cmd {
         /// at or above `tag2_level`: sets the scale of the scores.
         #[arg(long, default_value_t = 0.05)]
         train_fp_pct: f64,
+        /// Put `tag2_level` at this log-odds of the fit instead of by `--train-fp-pct`.
+        #[arg(long)]
+        at_log_odds: Option<f64>,
+        /// Fit corrections around the default scores (their sum one more feature) rather
+        /// than scores from nothing.
+        #[arg(long)]
+        anchor: bool,
         /// Write the fitted `[scores]` here (a config `evaluate --config` and filterd read);
         /// default: print them.
         #[arg(long)]
@@ -190,8 +197,19 @@ fn main() -> anyhow::Result<()> {
             nested,
             l2,
             train_fp_pct,
+            at_log_odds,
+            anchor,
             out,
-        } => fit_scores(&split, nested, (l2, train_fp_pct / 100.0), out.as_deref()),
+        } => {
+            let s = fit::Settings {
+                l2,
+                tag2: 0.0,
+                train_fp: train_fp_pct / 100.0,
+                at_log_odds,
+                anchor,
+            };
+            fit_scores(&split, nested, s, out.as_deref())
+        }
         Cmd::TrainModel {
             split,
             out,
@@ -565,7 +583,7 @@ fn evaluate(
 fn fit_scores(
     a: &SplitArgs,
     nested: u64,
-    (l2, train_fp): (f64, f64),
+    mut settings: fit::Settings,
     out: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     use filterd::corpus::nested_group;
@@ -605,7 +623,8 @@ fn fit_scores(
             || h.starts_with("RCVD_IN_")
             || h.starts_with("URIBL_")
     };
-    let fitted = fit::fit(&train_rows, l2, tag2, train_fp, &fixed);
+    settings.tag2 = tag2;
+    let fitted = fit::fit(&train_rows, settings, &fixed);
     let mut now = Scored::default();
     let mut then = Scored::default();
     for (r, default_score) in &test_rows {
@@ -618,12 +637,18 @@ fn fit_scores(
         t.push(fitted.score(r));
     }
     println!(
-        "fit: {} train rows ({nested}-part nested cross-validation, L2 {l2}), {} hits fitted; tag2_level {tag2} at log-odds {:.3} ({:.3} points per log-odd, train ham allowed above: {}%); test: {} ham, {} spam (fold {})",
+        "fit: {} train rows ({nested}-part nested cross-validation, L2 {}{}), {} hits fitted; tag2_level {tag2} at log-odds {:.3} ({:.3} points per log-odd, train ham allowed above: {}%); test: {} ham, {} spam (fold {})",
         train_rows.len(),
+        settings.l2,
+        if settings.anchor {
+            format!(", around the defaults x {:.3}", fitted.defaults_times)
+        } else {
+            String::new()
+        },
         fitted.scores.len(),
         fitted.threshold,
         fitted.scale,
-        train_fp * 100.0,
+        settings.train_fp * 100.0,
         now.ham.len(),
         now.spam.len(),
         a.fold
