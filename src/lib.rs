@@ -68,6 +68,7 @@ pub mod domain;
 pub mod exit;
 pub mod fnv;
 pub mod message;
+pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod policy;

@@ -36,6 +36,8 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// Bytes of message content all sessions may hold at once.
     pub max_bytes_in_flight: u64,
+    /// The metrics listener (`/metrics`, `/healthz`), when on.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The validated runtime configuration.
@@ -200,6 +202,18 @@ fn build_server(raw: &RawConfig, p: &mut Vec<String>) -> ServerSettings {
     if s.max_data_line < 1000 {
         p.push("server.max_data_line: must be at least 1000 (RFC 5321)".into());
     }
+    let metrics = match raw.metrics.listen.as_str() {
+        "" => None,
+        a => addresses("metrics.listen", &[a.to_string()], p).pop(),
+    };
+    if let Some(m) = metrics
+        && m.port() != 0
+        && listen.iter().chain(&lmtp_listen).any(|l| *l == m)
+    {
+        p.push(format!(
+            "metrics.listen: {m} is also a mail listener (server.listen or lmtp_listen)"
+        ));
+    }
     ServerSettings {
         listen,
         lmtp_listen,
@@ -207,6 +221,7 @@ fn build_server(raw: &RawConfig, p: &mut Vec<String>) -> ServerSettings {
         max_connections: s.max_connections,
         shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
         max_bytes_in_flight: s.max_bytes_in_flight_mb.saturating_mul(1024 * 1024),
+        metrics,
     }
 }
 

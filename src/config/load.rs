@@ -78,6 +78,7 @@ fn read_sections(text: &str) -> Result<(RawConfig, Vec<String>), ConfigError> {
                 "levels" => section!(levels),
                 "scores" => section!(scores),
                 "log" => section!(log),
+                "metrics" => section!(metrics),
                 "bayes" => section!(bayes),
                 "model" => section!(model),
                 "auth" => section!(auth),
@@ -95,7 +96,7 @@ fn read_sections(text: &str) -> Result<(RawConfig, Vec<String>), ConfigError> {
                 "rules" => section!(rules),
                 "dnsbl" => section!(dnsbl),
                 _ => problems.push(format!(
-                    "unknown section or key `{key}` (known: server, next_hop, scan, levels, scores, log, bayes, model, auth, origin, dkim, actions, lists, ratelimit, quarantine, policy, local_domains, policy_service, content, clamd, rules, dnsbl)"
+                    "unknown section or key `{key}` (known: server, next_hop, scan, levels, scores, log, metrics, bayes, model, auth, origin, dkim, actions, lists, ratelimit, quarantine, policy, local_domains, policy_service, content, clamd, rules, dnsbl)"
                 )),
             }
     }

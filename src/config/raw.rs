@@ -21,6 +21,8 @@ pub struct RawConfig {
     pub scores: BTreeMap<String, f64>,
     /// `[log]`
     pub log: RawLog,
+    /// `[metrics]`: the Prometheus listener.
+    pub metrics: RawMetrics,
     /// `[bayes]`
     pub bayes: RawBayes,
     /// `[model]`
@@ -511,6 +513,22 @@ impl Default for RawLevels {
 pub struct RawLog {
     /// A tracing filter directive (`info`, `debug`, `filterd=debug` ...); `RUST_LOG` wins.
     pub level: String,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    /// Where `/metrics` (Prometheus text format) and `/healthz` are served; empty = off.
+    pub listen: String,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics {
+            listen: "127.0.0.1:9469".into(),
+        }
+    }
 }
 
 impl Default for RawLog {

@@ -31,6 +31,8 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                         }
                     };
                     log(&req, &answer, started);
+                    crate::metrics::METRICS
+                        .policy_decision(answer.check, result_of(&answer.action));
                     let reply = encode_action(&answer.action);
                     if stream.write_all(reply.as_bytes()).await.is_err() {
                         return;
@@ -76,6 +78,17 @@ fn log(req: &Request, answer: &super::Answer, started: Instant) {
         },
         started.elapsed().as_millis()
     );
+}
+
+/// The kind of a policy answer, for the metrics: `dunno`, `prepend`, `defer`, `reject`.
+fn result_of(action: &str) -> &'static str {
+    match action.split_ascii_whitespace().next().unwrap_or_default() {
+        "DUNNO" | "OK" => "dunno",
+        "PREPEND" => "prepend",
+        a if a.starts_with('4') || a.starts_with("DEFER") => "defer",
+        a if a.starts_with('5') || a.starts_with("REJECT") => "reject",
+        _ => "other",
+    }
 }
 
 #[cfg(test)]

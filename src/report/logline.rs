@@ -2,17 +2,16 @@
 //! existing log tools keep matching `Passed|Blocked <CATEGORY>`, `Hits:` and `queued_as:`.
 
 use super::Report;
+use crate::metrics::{METRICS, MessageLabels};
 use crate::policy::decision::{Decision, Hold};
 use crate::smtp::envelope::XforwardAttr;
 use crate::smtp::filter::{MessageRecord, Outcome};
 use crate::verdict::format_score;
 use std::fmt::Write as _;
 
-/// Render the line of one part (without any logger prefix).
-pub(crate) fn render(r: &MessageRecord<'_, Report>) -> String {
-    let env = r.envelope;
+/// What the line says of a part: (verb, its metrics labels: direction, category, action).
+fn kinds(r: &MessageRecord<'_, Report>) -> (&'static str, MessageLabels) {
     let part: Option<&Decision> = r.report.zip(r.part).and_then(|(j, i)| j.decision(i));
-    let category = part.map_or("UNCHECKED", Decision::category);
     let tagged = part.is_some_and(|p| p.verdict.is_spam());
     let direction = if r.report.is_some_and(|j| j.originating) {
         "Outbound"
@@ -26,6 +25,26 @@ pub(crate) fn render(r: &MessageRecord<'_, Report>) -> String {
         Outcome::Rejected(_) => ("Blocked", "Rejected"),
         Outcome::TempFailed(_) => ("Deferred", "TempFailed"),
     };
+    let labels = MessageLabels {
+        direction,
+        category: part.map_or("UNCHECKED", Decision::category),
+        action,
+    };
+    (verb, labels)
+}
+
+/// Render the line of one part (without any logger prefix).
+pub(crate) fn render(r: &MessageRecord<'_, Report>) -> String {
+    let env = r.envelope;
+    let part: Option<&Decision> = r.report.zip(r.part).and_then(|(j, i)| j.decision(i));
+    let (
+        verb,
+        MessageLabels {
+            direction,
+            category,
+            action,
+        },
+    ) = kinds(r);
     let quarantined = if r.quarantine.is_some() {
         ",Quarantined"
     } else {
@@ -92,6 +111,9 @@ pub(crate) fn render(r: &MessageRecord<'_, Report>) -> String {
 /// Emit the line through tracing: info for delivered mail, warn otherwise.
 pub fn log(r: &MessageRecord<'_, Report>) {
     let line = render(r);
+    let part = r.report.zip(r.part).and_then(|(j, i)| j.decision(i));
+    let hits = part.map_or(&[][..], |p| &p.verdict.hits[..]);
+    METRICS.message(kinds(r).1, hits, r.elapsed);
     match r.outcome {
         Outcome::Relayed { .. } | Outcome::Discarded => {
             tracing::info!(target: "filterd::message", "{line}")

@@ -66,11 +66,21 @@ pub(super) async fn flush_learned(live: Arc<BayesLive>, max_tokens: usize) {
     if live.pending() == 0 {
         return;
     }
-    match tokio::task::spawn_blocking(move || live.flush_learned(max_tokens)).await {
-        Ok(Ok(n)) => tracing::info!("autolearned {n} message(s) into the Bayes store"),
+    let l = live.clone();
+    match tokio::task::spawn_blocking(move || l.flush_learned(max_tokens)).await {
+        Ok(Ok(n)) => {
+            tracing::info!("autolearned {n} message(s) into the Bayes store");
+            bayes_metrics(&live);
+        }
         Ok(Err(e)) => tracing::error!("autolearned messages not written: {e}"),
         Err(e) => tracing::error!("autolearn task failed: {e}"),
     }
+}
+
+/// The Bayes gauges from the current snapshot.
+pub(super) fn bayes_metrics(live: &BayesLive) {
+    let s = live.snapshot();
+    crate::metrics::METRICS.bayes(s.nham, s.nspam, live.ready());
 }
 
 /// Pick up a store that `filtertrain` replaced: checked every second, and at once on SIGHUP.
@@ -102,12 +112,15 @@ pub(super) async fn reload_loop(
         match tokio::task::spawn_blocking(move || l.reload_if_changed().map(|r| (r, l.snapshot())))
             .await
         {
-            Ok(Ok((true, s))) => tracing::info!(
-                nspam = s.nspam,
-                nham = s.nham,
-                ntokens = s.ntokens(),
-                "Bayes store reloaded"
-            ),
+            Ok(Ok((true, s))) => {
+                tracing::info!(
+                    nspam = s.nspam,
+                    nham = s.nham,
+                    ntokens = s.ntokens(),
+                    "Bayes store reloaded"
+                );
+                bayes_metrics(&live);
+            }
             Ok(Ok((false, _))) => {}
             Ok(Err(e)) => {
                 tracing::error!("Bayes store not reloaded, keeping the previous one: {e}")

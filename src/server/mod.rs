@@ -5,6 +5,8 @@
 //! guard's and greylist's state); [`policy`]: the Postfix policy service.
 
 mod maintenance;
+mod metrics;
+pub use metrics::Health;
 mod policy;
 mod smtp;
 
@@ -59,6 +61,7 @@ pub struct Server {
     config: Config,
     listeners: Vec<(TcpListener, Arc<SessionConfig>)>,
     policy_listeners: Vec<TcpListener>,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Server {
@@ -98,10 +101,22 @@ impl Server {
                 .map_err(|e| BindError::Listen(*addr, e))?;
             policy_listeners.push(l);
         }
+        // Metrics are not worth refusing mail for: a port in use is an error line, not a stop.
+        let metrics_listener = match config.server.metrics {
+            None => None,
+            Some(addr) => match TcpListener::bind(addr).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::error!(metrics_listen = %addr, error = %e, "cannot listen for metrics; running without /metrics and /healthz");
+                    None
+                }
+            },
+        };
         Ok(Server {
             config,
             listeners,
             policy_listeners,
+            metrics_listener,
         })
     }
 
@@ -198,12 +213,33 @@ impl Server {
             &allow,
         ));
         let saver = tokio::spawn(maintenance::state_loop(self.config.state.clone()));
+        crate::metrics::METRICS
+            .model_loaded
+            .set(i64::from(self.config.model.is_some()));
+        if let Some(live) = &self.config.bayes {
+            maintenance::bayes_metrics(live);
+        }
+        let health = Arc::new(metrics::Health {
+            serving: std::sync::atomic::AtomicBool::new(true),
+            next_hop: self.config.next_hop.clone(),
+            model: self.config.model.is_some(),
+            bayes: self.config.bayes.is_some(),
+        });
+        let metrics_addr = self
+            .metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map_or_else(|| "off".to_string(), |a| a.to_string());
+        if let Some(l) = self.metrics_listener {
+            loops.push(tokio::spawn(metrics::metrics_loop(l, health)));
+        }
         tracing::info!("{}", self.config.local.summary);
         let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
         tracing::info!(
             listen = %addrs.join(","),
             next_hop = %self.config.next_hop.label(),
             policy_listen = %policy_addrs.join(","),
+            metrics_listen = %metrics_addr,
             "filterd {} ready",
             env!("CARGO_PKG_VERSION")
         );

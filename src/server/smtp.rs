@@ -2,6 +2,7 @@
 //! outside the allow-list (554) and connections over the cap (421 4.7.0, never a hang), and
 //! run one session task per connection.
 
+use crate::metrics::{METRICS, OpenConnection};
 use crate::pipeline::Pipeline;
 use crate::smtp::budget::Budget;
 use crate::smtp::relay::{RelayPool, is_own_connection};
@@ -35,6 +36,7 @@ pub(super) async fn accept_loop(listener: TcpListener, ctx: AcceptContext) {
         let ip = canonical(peer.ip());
         if !ctx.allow.iter().any(|n| n.contains(&ip)) {
             tracing::warn!(client = %peer, "client not in allow_clients, refused");
+            METRICS.refused("allow_list");
             tokio::spawn(refuse(stream, Reply::client_refused(ip)));
             continue;
         }
@@ -43,11 +45,13 @@ pub(super) async fn accept_loop(listener: TcpListener, ctx: AcceptContext) {
             .map(|a| SocketAddr::new(canonical(a.ip()), a.port()));
         if local.is_ok_and(|l| is_own_connection(SocketAddr::new(ip, peer.port()), l)) {
             tracing::error!(client = %peer, "mail loop: a connection from this filterd's own relay client; next_hop leads back here");
+            METRICS.refused("loop");
             tokio::spawn(refuse(stream, Reply::loop_connection()));
             continue;
         }
         let Ok(permit) = ctx.permits.clone().try_acquire_owned() else {
             tracing::warn!(client = %peer, "connection limit reached, refused with 421");
+            METRICS.refused("limit");
             tokio::spawn(refuse(stream, Reply::too_many_connections()));
             continue;
         };
@@ -61,6 +65,7 @@ pub(super) async fn accept_loop(listener: TcpListener, ctx: AcceptContext) {
             ctx.budget.clone(),
         );
         tokio::spawn(async move {
+            let _open = OpenConnection::new();
             if let Err(e) = session.run().await {
                 tracing::debug!(client = %peer, error = %e, "session ended with an I/O error");
             }

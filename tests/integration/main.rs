@@ -10,6 +10,7 @@ mod content;
 mod crash;
 mod filterq;
 mod hardening;
+mod metrics;
 mod model;
 mod pipeline;
 mod policyd;

@@ -72,6 +72,10 @@ pub(crate) fn hold(
 ) -> Result<String, String> {
     let store = store.ok_or("no quarantine is configured")?;
     store.put(entry, msg).map_err(|e| e.to_string())?;
+    crate::metrics::METRICS.quarantined.inc();
+    crate::metrics::METRICS
+        .quarantined_bytes
+        .inc_by(msg.len() as u64);
     Ok(entry.id.clone())
 }
 

@@ -5,6 +5,7 @@
 //! each relayed part gets its own), then answer the client and write one log line per part.
 
 use super::{Session, answer};
+use crate::metrics::METRICS;
 use crate::smtp::codec::DataError;
 use crate::smtp::envelope::{Envelope, Recipient};
 use crate::smtp::filter::{Delivery, Disposition, MessageFilter, MessageRecord, Outcome, Part};
@@ -120,7 +121,12 @@ where
             mail_id: new_mail_id(),
             started: Instant::now(),
         };
-        let Disposition { report, mut parts } = match self.scan(&m).await {
+        let scan_started = Instant::now();
+        let scanned = self.scan(&m).await;
+        METRICS
+            .scan_seconds
+            .observe(scan_started.elapsed().as_secs_f64());
+        let Disposition { report, mut parts } = match scanned {
             Ok(d) => d,
             Err(failure) => {
                 self.abort_relay().await;
@@ -253,11 +259,16 @@ where
                 ),
                 Delivery::Relay(rewrite) => {
                     let data = rewrite.parts(&m.bytes);
+                    let started = Instant::now();
                     let result = if single {
                         self.send_data(&data).await
                     } else {
                         self.relay_part(&m.envelope, &part.recipients, &data).await
                     };
+                    METRICS
+                        .next_hop_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    count_next_hop(result.as_ref());
                     answer::relay_outcome(&hop, result)
                 }
             });
@@ -350,6 +361,26 @@ where
 /// A new amavis-style mail id: 12 characters of `[A-Za-z0-9+-]`, 72 unguessable bits:
 /// keyed SipHash (std's `RandomState`, keys from the OS) over a secret seed from the OS RNG
 /// and a counter, so an id costs no system call and none can be predicted from others.
+/// The metrics of a next-hop answer (or failure).
+pub(super) fn count_next_hop(result: Result<&Reply, &RelayError>) {
+    match result {
+        Ok(r) => {
+            METRICS.next_hop_answered();
+            if r.is_transient() {
+                METRICS.next_hop_error("tempfail");
+            } else if !r.is_positive() {
+                METRICS.next_hop_error("reject");
+            }
+        }
+        Err(e) => METRICS.next_hop_error(match e {
+            RelayError::Connect(_) => "connect",
+            RelayError::Timeout(_) => "timeout",
+            RelayError::Io(_) => "io",
+            RelayError::Protocol(_) => "protocol",
+        }),
+    }
+}
+
 pub(crate) fn new_mail_id() -> String {
     use std::hash::BuildHasher as _;
     use std::sync::atomic::{AtomicU64, Ordering};

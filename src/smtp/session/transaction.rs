@@ -63,7 +63,9 @@ where
             return self.rcpts(rcpts).await;
         }
         let (sendable, overflow) = split_at_limit(rcpts, self.cfg.max_recipients);
-        match self.open_transaction(&from, &params, &sendable).await {
+        let opened = self.open_transaction(&from, &params, &sendable).await;
+        super::delivery::count_next_hop(opened.as_ref().map(|(r, _)| r));
+        match opened {
             Ok((r, _)) if r.code == 421 => {
                 // The next hop is closing the connection: nothing more goes there.
                 self.relay = None;

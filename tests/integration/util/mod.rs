@@ -28,6 +28,8 @@ pub struct Filterd {
     pub addrs: Vec<SocketAddr>,
     /// The policy service's address, when it is on.
     pub policy: Option<SocketAddr>,
+    /// The metrics listener, when it is on.
+    pub metrics: Option<SocketAddr>,
     pub log: Arc<Mutex<Vec<String>>>,
     pub dir: tempfile::TempDir,
 }
@@ -57,6 +59,10 @@ impl Filterd {
         // Never ask the machine's resolver: tests that verify senders serve their own zones.
         if !config.contains("[auth]") {
             config.push_str("\n[auth]\nenabled = false\n");
+        }
+        // Tests run in parallel: no fixed metrics port unless the test asks for one.
+        if !config.contains("[metrics]") {
+            config.push_str("\n[metrics]\nlisten = \"\"\n");
         }
         // Never ask the machine's Postfix which domains are local.
         if !config.contains("[local_domains]") {
@@ -100,12 +106,15 @@ impl Filterd {
                     let policy = line
                         .find("policy_listen=")
                         .and_then(|j| list(&line[j + 14..]).first().copied());
-                    let _ = tx.send((list(&line[i + 7..]), policy));
+                    let metrics = line
+                        .find("metrics_listen=")
+                        .and_then(|j| list(&line[j + 15..]).first().copied());
+                    let _ = tx.send((list(&line[i + 7..]), policy, metrics));
                 }
                 l.lock().unwrap().push(line);
             }
         });
-        let (addrs, policy) = match rx.recv_timeout(Duration::from_secs(20)) {
+        let (addrs, policy, metrics) = match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
@@ -119,6 +128,7 @@ impl Filterd {
             child,
             addrs,
             policy,
+            metrics,
             log,
             dir,
         }
@@ -132,6 +142,11 @@ impl Filterd {
     /// The path of the config file it runs with (for `filterq --config`).
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("filterd.toml")
+    }
+
+    /// The metrics listener, when the config has one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
     }
 
     /// The first listen address.

@@ -23,6 +23,8 @@ pub struct Behaviour {
     pub discard: bool,
     /// Reply to the DATA command itself instead of 354 (e.g. "554 5.5.1 no").
     pub data_command_reply: Option<String>,
+    /// Answer the end of DATA with "451 4.3.0 try again later" when the content holds this.
+    pub tempfail_marker: Option<String>,
 }
 
 /// One message as the sink received it.
@@ -168,7 +170,16 @@ async fn serve(
                 tokio::time::sleep(d).await;
             }
             out.clear();
-            match &b.data_reply {
+            let marked = b
+                .tempfail_marker
+                .as_ref()
+                .is_some_and(|m| data.windows(m.len()).any(|w| w == m.as_bytes()));
+            let reply = if marked {
+                Some("451 4.3.0 try again later".to_string())
+            } else {
+                b.data_reply.clone()
+            };
+            match &reply {
                 Some(r) => {
                     out.extend_from_slice(r.as_bytes());
                     out.extend_from_slice(b"\r\n");
