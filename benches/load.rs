@@ -7,7 +7,9 @@
 //! `cargo bench --bench load` (defaults: 16 sessions, 5 KB messages, 8 s per phase);
 //! `LOAD_SESSIONS`, `LOAD_SECONDS`, `LOAD_SIZE` change them. `LOAD_COMPARE=/path/to/filterd`
 //! runs the header-checks and model phases with that binary too, back to back with this
-//! build's (A B A B, same sink, same generator), to compare two versions in one run.
+//! build's (A B A B, same sink, same generator), to compare two versions in one run. The
+//! metrics phases run this build with the metrics listener on and off (A B A B): what the
+//! counters cost on the hot path.
 
 #[path = "../tests/integration/util/sink.rs"]
 mod sink;
@@ -185,8 +187,20 @@ async fn spawn_filterd(
     next_hop: SocketAddr,
     model: bool,
 ) -> (std::process::Child, SocketAddr) {
-    spawn_binary(env!("CARGO_BIN_EXE_filterd"), dir, next_hop, model).await
+    spawn_binary(
+        env!("CARGO_BIN_EXE_filterd"),
+        dir,
+        next_hop,
+        model,
+        METRICS_ON,
+    )
+    .await
 }
+
+/// The metrics listener on an ephemeral port (this build's default is on).
+const METRICS_ON: &str = "[metrics]\nlisten = \"127.0.0.1:0\"\n";
+/// The metrics listener off.
+const METRICS_OFF: &str = "[metrics]\nlisten = \"\"\n";
 
 /// The load is inbound mail to a local domain (the bulk of a filter's traffic); without
 /// this, mail sent straight to filterd (no XFORWARD) to `example.net` would be relayed
@@ -199,12 +213,13 @@ async fn spawn_binary(
     dir: &std::path::Path,
     next_hop: SocketAddr,
     model: bool,
+    extra: &str,
 ) -> (std::process::Child, SocketAddr) {
     let port = free_port();
     let cfg = dir.join(format!("filterd-{port}.toml"));
     std::fs::write(
         &cfg,
-        format!("[server]\nlisten = [\"127.0.0.1:{port}\"]\nmax_connections = 256\n[next_hop]\naddress = \"{next_hop}\"\n[log]\nlevel = \"warn\"\n[bayes]\nenabled = false\n[model]\nenabled = {model}\n[auth]\nenabled = false\n[quarantine]\ndir = \"{}\"\n{LOCAL}", dir.join("quarantine").display()),
+        format!("[server]\nlisten = [\"127.0.0.1:{port}\"]\nmax_connections = 256\n[next_hop]\naddress = \"{next_hop}\"\n[log]\nlevel = \"warn\"\n[bayes]\nenabled = false\n[model]\nenabled = {model}\n[auth]\nenabled = false\n[quarantine]\ndir = \"{}\"\n{LOCAL}{extra}", dir.join("quarantine").display()),
     )
     .expect("config");
     let child = Command::new(binary)
@@ -499,7 +514,44 @@ async fn compare(
     ] {
         let mut rates = vec![];
         for binary in [this, other, this, other] {
-            let (mut child, addr) = spawn_binary(binary, dir, sink, model).await;
+            // The other binary may predate `[metrics]`.
+            let extra = if binary == this { METRICS_ON } else { "" };
+            let (mut child, addr) = spawn_binary(binary, dir, sink, model, extra).await;
+            rates.push(run_phase(addr, sessions, secs, msg).await.rate);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let ratio = (rates[0] + rates[2]) / (rates[1] + rates[3]);
+        println!(
+            "{label:<28} {:>12.0} {:>12.0} {:>12.0} {:>12.0} {:>7.3}x",
+            rates[0], rates[1], rates[2], rates[3], ratio
+        );
+    }
+}
+
+/// This build with the metrics listener on and off, A B A B (header checks, then with the
+/// model): the cost of the counters on the hot path.
+async fn metrics_cost(
+    dir: &std::path::Path,
+    sink: SocketAddr,
+    sessions: usize,
+    secs: u64,
+    msg: &std::sync::Arc<Vec<u8>>,
+) {
+    let this = env!("CARGO_BIN_EXE_filterd");
+    println!();
+    println!("Metrics on against off, back to back (this build)");
+    println!(
+        "{:<28} {:>12} {:>12} {:>12} {:>12} {:>8}",
+        "phase", "on #1", "off #1", "on #2", "off #2", "on/off"
+    );
+    for (label, model) in [
+        ("filterd, header checks", false),
+        ("filterd, headers + model", true),
+    ] {
+        let mut rates = vec![];
+        for extra in [METRICS_ON, METRICS_OFF, METRICS_ON, METRICS_OFF] {
+            let (mut child, addr) = spawn_binary(this, dir, sink, model, extra).await;
             rates.push(run_phase(addr, sessions, secs, msg).await.rate);
             let _ = child.kill();
             let _ = child.wait();
@@ -566,6 +618,7 @@ fn main() {
         if let Ok(other) = std::env::var("LOAD_COMPARE") {
             compare(&other, dir.path(), sink.addr, sessions, secs, &msg).await;
         }
+        metrics_cost(dir.path(), sink.addr, sessions, secs, &msg).await;
         let rounds = env_or("LOAD_ROUNDS", 3) as usize;
         if let Some((rows, rss, note)) = postfix_tools(dir.path(), sessions, size, count, rounds).await {
             println!();

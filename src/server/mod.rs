@@ -7,6 +7,7 @@
 mod maintenance;
 mod metrics;
 pub use metrics::Health;
+mod notify;
 mod policy;
 mod smtp;
 
@@ -243,7 +244,9 @@ impl Server {
             "filterd {} ready",
             env!("CARGO_PKG_VERSION")
         );
+        notify::notify("READY=1");
         shutdown.await;
+        notify::notify("STOPPING=1");
         saver.abort();
         rules.abort();
         if let Some(h) = hupper {

@@ -17,6 +17,7 @@ mod policyd;
 mod postfix;
 mod relay;
 mod rules;
+mod service;
 mod session;
 mod train;
 mod util;

@@ -443,9 +443,20 @@ pub(crate) fn message_id_with(raw: &[u8], headers: &crate::message::HeaderBlock)
     (u128::from(a) << 64) | u128::from(b)
 }
 
-/// The default state directory: `/var/lib/filterd` for root, else
-/// `$XDG_STATE_HOME/filterd` or `~/.local/state/filterd`.
+/// The default state directory: systemd's `$STATE_DIRECTORY` (the unit's
+/// `StateDirectory=filterd`, i.e. `/var/lib/filterd`), else `/var/lib/filterd` for root,
+/// else `$XDG_STATE_HOME/filterd` or `~/.local/state/filterd`.
 pub fn default_state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+        // Several directories are separated by ':'; the first is ours.
+        let first = d
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        return PathBuf::from(first);
+    }
     let root = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
