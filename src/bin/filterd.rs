@@ -212,6 +212,46 @@ fn main() -> ExitCode {
     exit::run("filterd", || serve(&args))
 }
 
+/// Log to stderr (the journal under systemd) and, when configured, to syslog: the syslog
+/// lines carry no time or level of their own (syslog adds the time, the level is the
+/// priority), so the per-message line reads as amavisd-new's does in the mail log.
+fn init_logging(filter: tracing_subscriber::EnvFilter, syslog: Option<&str>) {
+    use syslog_tracing::{Facility, Options, Syslog};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let facility = syslog.map(|f| match f {
+        "daemon" => Facility::Daemon,
+        "user" => Facility::User,
+        "local0" => Facility::Local0,
+        "local1" => Facility::Local1,
+        "local2" => Facility::Local2,
+        "local3" => Facility::Local3,
+        "local4" => Facility::Local4,
+        "local5" => Facility::Local5,
+        "local6" => Facility::Local6,
+        "local7" => Facility::Local7,
+        _ => Facility::Mail,
+    });
+    let syslog = facility
+        .and_then(|f| Syslog::new(c"filterd", Options::LOG_PID, f))
+        .map(|w| {
+            tracing_subscriber::fmt::layer()
+                .with_writer(w)
+                .with_ansi(false)
+                .without_time()
+                .with_level(false)
+                .with_target(false)
+        });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(syslog)
+        .init();
+}
+
 /// Load the configuration, check it, or serve with it.
 fn serve(args: &Args) -> Result<u8, Failure> {
     let invalid = |e: &dyn std::fmt::Display| {
@@ -234,11 +274,7 @@ fn serve(args: &Args) -> Result<u8, Failure> {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging(filter, config.log_syslog.as_deref());
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if config.worker_threads > 0 {
         runtime.worker_threads(config.worker_threads);

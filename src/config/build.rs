@@ -40,6 +40,12 @@ pub struct ServerSettings {
     pub metrics: Option<SocketAddr>,
 }
 
+/// The syslog facilities `[log] syslog_facility` may name.
+pub const SYSLOG_FACILITIES: &[&str] = &[
+    "mail", "daemon", "user", "local0", "local1", "local2", "local3", "local4", "local5", "local6",
+    "local7",
+];
+
 /// The validated runtime configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -68,6 +74,8 @@ pub struct Config {
     pub hostname: String,
     /// Log filter directive.
     pub log_level: String,
+    /// The syslog facility to log to besides stderr, when on (one of [`SYSLOG_FACILITIES`]).
+    pub log_syslog: Option<String>,
     /// Async worker threads (0: one per core).
     pub worker_threads: usize,
     /// The Bayes store, when enabled.
@@ -128,6 +136,13 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
             p.push(format!("log.level: `{}`: {e}", raw.log.level));
         }
+        if !SYSLOG_FACILITIES.contains(&raw.log.syslog_facility.as_str()) {
+            p.push(format!(
+                "log.syslog_facility: `{}` is not one of {}",
+                raw.log.syslog_facility,
+                SYSLOG_FACILITIES.join(", ")
+            ));
+        }
         let bayes = build_bayes(&raw, &mut p);
         let model = build_model(&raw, &mut p);
         let auth = super::auth::build_auth(&raw, &hostname, &mut p);
@@ -155,6 +170,7 @@ impl Config {
             dnsbl,
             hostname,
             log_level: raw.log.level.clone(),
+            log_syslog: raw.log.syslog.then(|| raw.log.syslog_facility.clone()),
             worker_threads: raw.server.worker_threads,
             bayes: bayes.live,
             bayes_dir: bayes.dir,

@@ -513,6 +513,11 @@ impl Default for RawLevels {
 pub struct RawLog {
     /// A tracing filter directive (`info`, `debug`, `filterd=debug` ...); `RUST_LOG` wins.
     pub level: String,
+    /// Also log to syslog (`/dev/log`, program name `filterd` with its pid), besides stderr.
+    pub syslog: bool,
+    /// The syslog facility: `mail` (where Postfix and amavisd-new log), `daemon`, `user`,
+    /// `local0` ... `local7`.
+    pub syslog_facility: String,
 }
 
 /// `[metrics]`
@@ -535,6 +540,8 @@ impl Default for RawLog {
     fn default() -> Self {
         RawLog {
             level: "info".into(),
+            syslog: false,
+            syslog_facility: "mail".into(),
         }
     }
 }

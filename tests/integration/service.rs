@@ -85,3 +85,64 @@ fn filterd_notifies_systemd_when_ready_and_when_stopping() {
     assert_eq!(ready.ok().as_deref(), Some(&b"READY=1"[..]));
     assert_eq!(stopping.ok().as_deref(), Some(&b"STOPPING=1"[..]));
 }
+
+/// Removes the test's `/dev/log` socket, also when the test fails.
+struct DevLog(UnixDatagram);
+
+impl Drop for DevLog {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file("/dev/log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn syslog_gets_the_message_line_with_facility_mail() {
+    use crate::util::sink::{Behaviour, Sink};
+    use crate::util::{Client, Filterd, ham};
+    if std::path::Path::new("/dev/log").exists() {
+        eprintln!("SKIP: /dev/log belongs to a running syslog daemon; not borrowed");
+        return;
+    }
+    let Ok(sock) = UnixDatagram::bind("/dev/log") else {
+        eprintln!("SKIP: cannot bind /dev/log (not root?)");
+        return;
+    };
+    let devlog = DevLog(sock);
+    devlog
+        .0
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let sink = Sink::start(Behaviour::default()).await;
+    let f = Filterd::start(
+        sink.addr,
+        "[log]\nsyslog = true\n[model]\nenabled = false\n",
+    );
+    let (mut c, _) = Client::connect(f.addr()).await;
+    let r = c
+        .send_message("alice@example.org", &["bob@example.net"], &ham())
+        .await;
+    assert!(r.starts_with("250"), "{r}");
+    let pid = f.child.id();
+    let mut seen = vec![];
+    let mut buf = vec![0u8; 8192];
+    let line = loop {
+        match devlog.0.recv(&mut buf) {
+            Ok(n) => {
+                let l = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if l.contains("Passed CLEAN") {
+                    break l;
+                }
+                seen.push(l);
+            }
+            Err(e) => panic!("no message line in syslog ({e}); got: {seen:?}"),
+        }
+    };
+    // Facility mail (2) and priority notice (5): <21>; then syslog's time, the program
+    // name with the pid, and the line as amavisd-new writes it.
+    assert!(line.starts_with("<21>"), "{line}");
+    assert!(
+        line.contains(&format!("filterd[{pid}]: Passed CLEAN {{RelayedInbound}}")),
+        "{line}"
+    );
+    assert!(!line.contains("INFO"), "no level word of its own: {line}");
+}
