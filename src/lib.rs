@@ -64,6 +64,7 @@ pub mod config;
 pub mod content;
 pub mod corpus;
 pub mod dns;
+pub mod docs;
 pub mod domain;
 pub mod exit;
 pub mod fnv;

@@ -186,6 +186,11 @@ fn dkim_keygen(
 
 fn main() -> ExitCode {
     tune_allocator();
+    if let Some(code) =
+        filterd::docs::handle(<Args as clap::CommandFactory>::command().name("filterd"))
+    {
+        return code;
+    }
     let args = Args::parse();
     if let Some(Command::DkimKeygen {
         domain,

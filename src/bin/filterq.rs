@@ -105,6 +105,11 @@ fn fail(code: u8, e: impl Into<anyhow::Error>) -> Failure {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) =
+        filterd::docs::handle(<Args as clap::CommandFactory>::command().name("filterq"))
+    {
+        return code;
+    }
     let args = Args::parse();
     exit::run("filterq", || run(args))
 }

@@ -87,6 +87,11 @@ struct Source {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) =
+        filterd::docs::handle(<Args as clap::CommandFactory>::command().name("filtertrain"))
+    {
+        return code;
+    }
     let args = Args::parse();
     exit::run("filtertrain", || run(&args))
 }

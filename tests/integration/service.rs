@@ -146,3 +146,91 @@ async fn syslog_gets_the_message_line_with_facility_mail() {
     );
     assert!(!line.contains("INFO"), "no level word of its own: {line}");
 }
+
+#[test]
+fn man_pages_and_completions_are_generated_from_the_clis_and_render() {
+    let have_man = Command::new("man")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have_man {
+        assert!(
+            std::env::var_os("FILTERD_REQUIRE_MAN").is_none(),
+            "man required (FILTERD_REQUIRE_MAN) but missing"
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let man = dir.path().join("man");
+    for bin in [
+        env!("CARGO_BIN_EXE_filterd"),
+        env!("CARGO_BIN_EXE_filtertrain"),
+        env!("CARGO_BIN_EXE_filterq"),
+    ] {
+        let ok = Command::new(bin)
+            .arg("--generate-man")
+            .arg(&man)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "{bin} --generate-man");
+        for shell in ["bash", "zsh", "fish"] {
+            let ok = Command::new(bin)
+                .args(["--generate-completions", shell])
+                .arg(dir.path().join(shell))
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "{bin} --generate-completions {shell}");
+        }
+    }
+    let mut pages: Vec<String> = std::fs::read_dir(&man)
+        .expect("man dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    pages.sort();
+    for want in [
+        "filterd.1",
+        "filterd-rules.1",
+        "filterd-dkim-keygen.1",
+        "filtertrain.1",
+        "filterq.1",
+        "filterq-release.1",
+    ] {
+        assert!(
+            pages.iter().any(|p| p == want),
+            "{want} missing in {pages:?}"
+        );
+    }
+    for bash in ["filterd.bash", "filtertrain.bash", "filterq.bash"] {
+        let path = dir.path().join("bash").join(bash);
+        let ok = Command::new("bash")
+            .arg("-n")
+            .arg(&path)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "bash -n {}", path.display());
+    }
+    if !have_man {
+        eprintln!("SKIP rendering: man not installed (Debian package man-db)");
+        return;
+    }
+    for page in &pages {
+        let out = Command::new("man")
+            .arg("-l")
+            .arg(man.join(page))
+            .env("MANWIDTH", "80")
+            .output()
+            .expect("man ran");
+        assert!(out.status.success(), "man -l {page}");
+        assert!(
+            out.stderr.is_empty(),
+            "man -l {page} warned: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("NAME") && text.contains("SYNOPSIS"),
+            "{page}:\n{text}"
+        );
+    }
+}
