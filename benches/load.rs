@@ -7,7 +7,7 @@
 //! `cargo bench --bench load` (defaults: 16 sessions, 5 KB messages, 8 s per phase);
 //! `LOAD_SESSIONS`, `LOAD_SECONDS`, `LOAD_SIZE` change them. `LOAD_COMPARE=/path/to/filterd`
 //! runs the header-checks and model phases with that binary too, back to back with this
-//! build's (A B A B, same sink, same generator), to compare two versions in one run. The
+//! build's (A B B A, same sink, same generator), to compare two versions in one run. The
 //! metrics phases run this build with the metrics listener on and off (A B B A): what the
 //! counters cost on the hot path.
 
@@ -491,69 +491,40 @@ async fn postfix_tools(
     ))
 }
 
-/// This build against `other`: the header-checks and the model phase, each binary twice in
-/// the order A B A B, printed as rates and as the ratio of this build to the other.
-async fn compare(
-    other: &str,
+/// Two variants (binary, extra config) back to back for the header-checks and the model
+/// phase, in the order A B B A: the second of two runs in a row is the faster one on this
+/// machine (about 4%), so each variant gets one first and one second place. Prints the rates
+/// and A's over B's.
+#[allow(clippy::too_many_arguments)]
+async fn back_to_back(
+    title: &str,
+    names: [&str; 2],
+    a: (&str, &str),
+    b: (&str, &str),
     dir: &std::path::Path,
     sink: SocketAddr,
-    sessions: usize,
-    secs: u64,
+    (sessions, secs): (usize, u64),
     msg: &std::sync::Arc<Vec<u8>>,
 ) {
-    let this = env!("CARGO_BIN_EXE_filterd");
     println!();
-    println!("Comparison, back to back: this build = {this}, other = {other}");
+    println!("{title}");
+    let [x, y] = names;
     println!(
         "{:<28} {:>12} {:>12} {:>12} {:>12} {:>8}",
-        "phase", "this #1", "other #1", "this #2", "other #2", "ratio"
+        "phase",
+        format!("{x} #1"),
+        format!("{y} #1"),
+        format!("{y} #2"),
+        format!("{x} #2"),
+        format!("{x}/{y}")
     );
     for (label, model) in [
         ("filterd, header checks", false),
         ("filterd, headers + model", true),
     ] {
         let mut rates = vec![];
-        for binary in [this, other, this, other] {
-            // The other binary may predate `[metrics]`.
-            let extra = if binary == this { METRICS_ON } else { "" };
+        for (binary, extra) in [a, b, b, a] {
             let (mut child, addr) = spawn_binary(binary, dir, sink, model, extra).await;
-            rates.push(run_phase(addr, sessions, secs, msg).await.rate);
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let ratio = (rates[0] + rates[2]) / (rates[1] + rates[3]);
-        println!(
-            "{label:<28} {:>12.0} {:>12.0} {:>12.0} {:>12.0} {:>7.3}x",
-            rates[0], rates[1], rates[2], rates[3], ratio
-        );
-    }
-}
-
-/// This build with the metrics listener on and off, A B B A (header checks, then with the
-/// model): the cost of the counters on the hot path.
-async fn metrics_cost(
-    dir: &std::path::Path,
-    sink: SocketAddr,
-    sessions: usize,
-    secs: u64,
-    msg: &std::sync::Arc<Vec<u8>>,
-) {
-    let this = env!("CARGO_BIN_EXE_filterd");
-    println!();
-    println!("Metrics on against off, back to back (this build)");
-    println!(
-        "{:<28} {:>12} {:>12} {:>12} {:>12} {:>8}",
-        "phase", "on #1", "off #1", "on #2", "off #2", "on/off"
-    );
-    for (label, model) in [
-        ("filterd, header checks", false),
-        ("filterd, headers + model", true),
-    ] {
-        let mut rates = vec![];
-        // A B B A: the second of two back-to-back runs is faster on this machine (measured:
-        // about 4%), so each side gets one first and one second place.
-        for extra in [METRICS_ON, METRICS_OFF, METRICS_OFF, METRICS_ON] {
-            let (mut child, addr) = spawn_binary(this, dir, sink, model, extra).await;
             rates.push(run_phase(addr, sessions, secs, msg).await.rate);
             let _ = child.kill();
             let _ = child.wait();
@@ -561,7 +532,7 @@ async fn metrics_cost(
         let ratio = (rates[0] + rates[3]) / (rates[1] + rates[2]);
         println!(
             "{label:<28} {:>12.0} {:>12.0} {:>12.0} {:>12.0} {:>7.3}x",
-            rates[0], rates[1], rates[3], rates[2], ratio
+            rates[0], rates[1], rates[2], rates[3], ratio
         );
     }
 }
@@ -617,10 +588,14 @@ fn main() {
                 mb(rss)
             );
         }
+        let this = env!("CARGO_BIN_EXE_filterd");
         if let Ok(other) = std::env::var("LOAD_COMPARE") {
-            compare(&other, dir.path(), sink.addr, sessions, secs, &msg).await;
+            // The other binary may predate `[metrics]`.
+            let title = format!("Comparison, back to back: this build = {this}, other = {other}");
+            back_to_back(&title, ["this", "other"], (this, METRICS_ON), (&other, ""), dir.path(), sink.addr, (sessions, secs), &msg).await;
         }
-        metrics_cost(dir.path(), sink.addr, sessions, secs, &msg).await;
+        let title = "Metrics on against off, back to back (this build)";
+        back_to_back(title, ["on", "off"], (this, METRICS_ON), (this, METRICS_OFF), dir.path(), sink.addr, (sessions, secs), &msg).await;
         let rounds = env_or("LOAD_ROUNDS", 3) as usize;
         if let Some((rows, rss, note)) = postfix_tools(dir.path(), sessions, size, count, rounds).await {
             println!();

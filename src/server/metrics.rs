@@ -6,7 +6,6 @@
 use crate::metrics::METRICS;
 use crate::smtp::relay::{NextHop, RelayConn};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -19,10 +18,8 @@ const READ_LIMIT: Duration = Duration::from_secs(5);
 /// opens an SMTP session to it (greeting, EHLO, QUIT) to find out.
 const RECENT_SECS: u64 = 60;
 
-/// What `/healthz` checks.
+/// What `/healthz` checks besides the listeners (bound before this one is served).
 pub struct Health {
-    /// Set once every listener is bound and serving.
-    pub serving: AtomicBool,
     /// The next hop, for the probe.
     pub next_hop: Arc<NextHop>,
     /// The model is configured (it was loaded and validated at start, or filterd would not run).
@@ -116,14 +113,9 @@ async fn route(head: &[u8], health: &Health) -> (u16, &'static str, String) {
 /// Ready: listeners bound and serving, the next hop answered recently (or answers a probe
 /// now), the configured models loaded.
 async fn healthz(health: &Health) -> (u16, &'static str, String) {
-    let mut body = String::new();
+    // This listener is served only once every mail and policy listener is bound.
+    let mut body = String::from("listeners: serving\n");
     let mut ok = true;
-    if health.serving.load(Ordering::Relaxed) {
-        body.push_str("listeners: serving\n");
-    } else {
-        ok = false;
-        body.push_str("listeners: not serving yet\n");
-    }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

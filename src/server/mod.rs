@@ -6,7 +6,6 @@
 
 mod maintenance;
 mod metrics;
-pub use metrics::Health;
 mod notify;
 mod policy;
 mod smtp;
@@ -159,6 +158,34 @@ impl Server {
             .collect()
     }
 
+    /// Set the gauges known at start and serve `/metrics` and `/healthz` on `listener`;
+    /// returns its address for the ready line ("off" without one).
+    fn start_metrics(
+        config: &Config,
+        listener: Option<TcpListener>,
+        loops: &mut Vec<tokio::task::JoinHandle<()>>,
+    ) -> String {
+        crate::metrics::METRICS
+            .model_loaded
+            .set(i64::from(config.model.is_some()));
+        if let Some(live) = &config.bayes {
+            maintenance::bayes_metrics(live);
+        }
+        let Some(listener) = listener else {
+            return "off".into();
+        };
+        let addr = listener
+            .local_addr()
+            .map_or_else(|_| "off".to_string(), |a| a.to_string());
+        let health = Arc::new(metrics::Health {
+            next_hop: config.next_hop.clone(),
+            model: config.model.is_some(),
+            bayes: config.bayes.is_some(),
+        });
+        loops.push(tokio::spawn(metrics::metrics_loop(listener, health)));
+        addr
+    }
+
     /// Serve until `shutdown` completes, then drain: no new connections, idle sessions get
     /// 421, messages in flight finish (up to the grace period).
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
@@ -214,26 +241,7 @@ impl Server {
             &allow,
         ));
         let saver = tokio::spawn(maintenance::state_loop(self.config.state.clone()));
-        crate::metrics::METRICS
-            .model_loaded
-            .set(i64::from(self.config.model.is_some()));
-        if let Some(live) = &self.config.bayes {
-            maintenance::bayes_metrics(live);
-        }
-        let health = Arc::new(metrics::Health {
-            serving: std::sync::atomic::AtomicBool::new(true),
-            next_hop: self.config.next_hop.clone(),
-            model: self.config.model.is_some(),
-            bayes: self.config.bayes.is_some(),
-        });
-        let metrics_addr = self
-            .metrics_listener
-            .as_ref()
-            .and_then(|l| l.local_addr().ok())
-            .map_or_else(|| "off".to_string(), |a| a.to_string());
-        if let Some(l) = self.metrics_listener {
-            loops.push(tokio::spawn(metrics::metrics_loop(l, health)));
-        }
+        let metrics_addr = Self::start_metrics(&self.config, self.metrics_listener, &mut loops);
         tracing::info!("{}", self.config.local.summary);
         let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
         tracing::info!(
