@@ -33,18 +33,16 @@ fn kinds(r: &MessageRecord<'_, Report>) -> (&'static str, MessageLabels) {
     (verb, labels)
 }
 
-/// Render the line of one part (without any logger prefix).
-pub(crate) fn render(r: &MessageRecord<'_, Report>) -> String {
+/// Render the line of one part (without any logger prefix); `verb` and `labels` are its
+/// [`kinds`].
+fn render(r: &MessageRecord<'_, Report>, verb: &str, labels: MessageLabels) -> String {
     let env = r.envelope;
     let part: Option<&Decision> = r.report.zip(r.part).and_then(|(j, i)| j.decision(i));
-    let (
-        verb,
-        MessageLabels {
-            direction,
-            category,
-            action,
-        },
-    ) = kinds(r);
+    let MessageLabels {
+        direction,
+        category,
+        action,
+    } = labels;
     let quarantined = if r.quarantine.is_some() {
         ",Quarantined"
     } else {
@@ -110,10 +108,11 @@ pub(crate) fn render(r: &MessageRecord<'_, Report>) -> String {
 
 /// Emit the line through tracing: info for delivered mail, warn otherwise.
 pub fn log(r: &MessageRecord<'_, Report>) {
-    let line = render(r);
+    let (verb, labels) = kinds(r);
+    let line = render(r, verb, labels);
     let part = r.report.zip(r.part).and_then(|(j, i)| j.decision(i));
     let hits = part.map_or(&[][..], |p| &p.verdict.hits[..]);
-    METRICS.message(kinds(r).1, hits, r.elapsed);
+    METRICS.message(labels, hits, r.elapsed);
     match r.outcome {
         Outcome::Relayed { .. } | Outcome::Discarded => {
             tracing::info!(target: "filterd::message", "{line}")

@@ -78,7 +78,10 @@ async fn handle(mut stream: TcpStream, health: &Health) -> std::io::Result<()> {
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
+    // HEAD: the headers (with the length the body would have), no body.
+    if !head.starts_with(b"HEAD ") {
+        stream.write_all(body.as_bytes()).await?;
+    }
     stream.shutdown().await
 }
 

@@ -12,8 +12,13 @@ const MARKER: &str = "TEMPFAIL-THIS-ONE";
 
 /// One HTTP GET; (status code, body).
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    request(addr, "GET", path).await
+}
+
+/// One HTTP request; (status code, body).
+async fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.expect("connect to metrics");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+    s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
         .await
         .expect("request");
     let mut out = vec![];
@@ -168,6 +173,8 @@ async fn metrics_count_a_known_mix_exactly_and_pass_promtool() {
     assert!(body.contains("next_hop: [127.0.0.1]"), "{body}");
     let (status, _) = get(metrics, "/nothing").await;
     assert_eq!(status, 404);
+    let (status, body) = request(metrics, "HEAD", "/metrics").await;
+    assert_eq!((status, body.as_str()), (200, ""), "HEAD has no body");
 }
 
 #[tokio::test(flavor = "multi_thread")]
