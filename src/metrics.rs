@@ -60,6 +60,17 @@ pub struct Metrics {
     pub model_loaded: IntGauge,
     /// Policy-service answers by the check that decided and the result.
     pub policy_decisions: IntCounterVec,
+    /// Look-ups in the cache of parsed DNS records (SPF, DKIM, DMARC and what they need),
+    /// by record kind (`txt`, `mx`, `a`, `aaaa`, `ptr`; `spf_result` is the policy service's
+    /// memo of whole SPF results) and `hit`/`miss`; a miss asks the resolver, whose own cache
+    /// may still answer it.
+    pub dns_cache: IntCounterVec,
+    /// Block-list look-ups by result (`answered`: an address came back, `nxdomain`: not
+    /// listed, `error`); the resolver's answer cache is below them.
+    pub dnsbl_lookups: IntCounterVec,
+    /// Checks cut short by the message's DNS budget, by check (`spf`, `dkim`, `arc`,
+    /// `dmarc`, `dnsbl`).
+    pub dns_budget_exceeded: IntCounterVec,
     /// Unix time of the last next-hop reply that was not an error, for `/healthz`.
     next_hop_ok: AtomicU64,
     /// Unix time of the last failure to reach the next hop.
@@ -158,6 +169,21 @@ impl Metrics {
                 "Policy-service answers by the check that decided and the result",
                 &["check", "result"],
             ),
+            dns_cache: counters(
+                "dns_record_cache_total",
+                "Look-ups in the parsed DNS record cache by kind and result (a miss asks the resolver)",
+                &["kind", "result"],
+            ),
+            dnsbl_lookups: counters(
+                "dnsbl_lookups_total",
+                "DNS block-list look-ups by result",
+                &["result"],
+            ),
+            dns_budget_exceeded: counters(
+                "dns_budget_exceeded_total",
+                "Checks cut short by the message's DNS time budget, by check",
+                &["check"],
+            ),
             next_hop_ok: AtomicU64::new(0),
             next_hop_failed: AtomicU64::new(0),
         };
@@ -181,12 +207,20 @@ impl Metrics {
             Box::new(m.bayes_ready.clone()),
             Box::new(m.model_loaded.clone()),
             Box::new(m.policy_decisions.clone()),
+            Box::new(m.dns_cache.clone()),
+            Box::new(m.dnsbl_lookups.clone()),
+            Box::new(m.dns_budget_exceeded.clone()),
             Box::new(build),
         ];
         for c in collectors {
             built(m.registry.register(c));
         }
         m
+    }
+
+    /// A check ran out of the message's DNS budget.
+    pub fn dns_budget_exceeded(&self, check: &'static str) {
+        self.dns_budget_exceeded.with_label_values(&[check]).inc();
     }
 
     /// The text exposition (format 0.0.4) of every metric.

@@ -4,24 +4,30 @@
 //! for every message. Bounded: when full, expired entries go, and if that is not enough,
 //! everything (a cold cache is only slower).
 
+use prometheus::IntCounter;
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// A bounded map whose entries expire.
+/// A bounded map whose entries expire; its hits and misses are counted in the metrics.
 pub(crate) struct TtlCache<K, V> {
     map: Mutex<HashMap<K, (V, Instant)>>,
     capacity: usize,
+    hits: IntCounter,
+    misses: IntCounter,
 }
 
 impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
-    /// A cache of at most `capacity` entries.
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A cache of at most `capacity` entries of records of `kind` (the metrics' label).
+    pub(crate) fn new(capacity: usize, kind: &str) -> Self {
+        let counts = &crate::metrics::METRICS.dns_cache;
         TtlCache {
             map: Mutex::new(HashMap::new()),
             capacity: capacity.max(1),
+            hits: counts.with_label_values(&[kind, "hit"]),
+            misses: counts.with_label_values(&[kind, "miss"]),
         }
     }
 }
@@ -33,9 +39,15 @@ impl<K: Hash + Eq, V: Clone> mail_auth::ResolverCache<K, V> for TtlCache<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(name)
+        let found = map
+            .get(name)
             .filter(|(_, until)| Instant::now() < *until)
-            .map(|(v, _)| v.clone())
+            .map(|(v, _)| v.clone());
+        match found {
+            Some(_) => self.hits.inc(),
+            None => self.misses.inc(),
+        }
+        found
     }
 
     fn remove<Q>(&self, name: &Q) -> Option<V>
@@ -68,7 +80,7 @@ mod tests {
 
     #[test]
     fn entries_expire_and_the_size_is_bounded() {
-        let c: TtlCache<Box<str>, u32> = TtlCache::new(2);
+        let c: TtlCache<Box<str>, u32> = TtlCache::new(2, "test");
         let later = Instant::now() + Duration::from_secs(60);
         c.insert("a".into(), 1, later);
         assert_eq!(c.get("a"), Some(1));

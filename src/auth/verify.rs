@@ -10,6 +10,7 @@ use super::{
 };
 use crate::auth::origin::Origin;
 use crate::domain::is_within;
+use crate::metrics::METRICS;
 use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::spf::verify::SpfParameters;
@@ -49,12 +50,12 @@ fn spf_key(ip: IpAddr, helo: &str, sender: &str) -> SpfKey {
 impl Records {
     fn new(capacity: usize) -> Self {
         Records {
-            txt: TtlCache::new(capacity),
-            mx: TtlCache::new(capacity),
-            ipv4: TtlCache::new(capacity),
-            ipv6: TtlCache::new(capacity),
-            ptr: TtlCache::new(capacity),
-            spf: TtlCache::new(capacity),
+            txt: TtlCache::new(capacity, "txt"),
+            mx: TtlCache::new(capacity, "mx"),
+            ipv4: TtlCache::new(capacity, "a"),
+            ipv6: TtlCache::new(capacity, "aaaa"),
+            ptr: TtlCache::new(capacity, "ptr"),
+            spf: TtlCache::new(capacity, "spf_result"),
         }
     }
 }
@@ -142,11 +143,15 @@ impl Verifier {
     /// The A records of `name` (a block-list query) through the shared resolver and its
     /// cache; none for NXDOMAIN.
     pub async fn lookup_a(&self, name: &str) -> Result<Vec<Ipv4Addr>, String> {
-        match self.resolver.ipv4_lookup_raw(name).await {
-            Ok(e) => Ok(e.entry.to_vec()),
-            Err(mail_auth::Error::Dns(mail_auth::DnsError::RecordNotFound(_))) => Ok(vec![]),
-            Err(e) => Err(e.to_string()),
-        }
+        let (result, out) = match self.resolver.ipv4_lookup_raw(name).await {
+            Ok(e) => ("answered", Ok(e.entry.to_vec())),
+            Err(mail_auth::Error::Dns(mail_auth::DnsError::RecordNotFound(_))) => {
+                ("nxdomain", Ok(vec![]))
+            }
+            Err(e) => ("error", Err(e.to_string())),
+        };
+        METRICS.dnsbl_lookups.with_label_values(&[result]).inc();
+        out
     }
 
     /// Verify one message from `origin` with envelope sender `sender`, within the budget.
@@ -252,6 +257,7 @@ impl Verifier {
             )
             .await
             .unwrap_or_else(|_| {
+                METRICS.dns_budget_exceeded("spf");
                 SpfOutput::new(spf_domain(job.sender, helo).to_string())
                     .with_result(SpfResult::TempError)
             })
@@ -267,6 +273,7 @@ impl Verifier {
                 )
                 .await
                 .unwrap_or_else(|_| {
+                    METRICS.dns_budget_exceeded("spf");
                     SpfOutput::new(helo.to_string()).with_result(SpfResult::TempError)
                 }),
             )
@@ -287,7 +294,10 @@ impl Verifier {
         }
         tokio::time::timeout_at(job.deadline, self.resolver.verify_dkim(self.cached(m)))
             .await
-            .unwrap_or_else(|_| vec![DkimOutput::temp_err(timed_out())])
+            .unwrap_or_else(|_| {
+                METRICS.dns_budget_exceeded("dkim");
+                vec![DkimOutput::temp_err(timed_out())]
+            })
     }
 
     /// The ARC chain.
@@ -305,6 +315,7 @@ impl Verifier {
         tokio::time::timeout_at(job.deadline, self.resolver.verify_arc(self.cached(m)))
             .await
             .unwrap_or_else(|_| {
+                METRICS.dns_budget_exceeded("arc");
                 ArcOutput::default().with_result(DkimResult::TempError(timed_out()))
             })
     }
@@ -327,6 +338,7 @@ impl Verifier {
         )
         .await
         .unwrap_or_else(|_| {
+            METRICS.dns_budget_exceeded("dmarc");
             DmarcOutput::new(from_domain.to_string())
                 .with_dkim_result(DmarcResult::TempError(timed_out()))
                 .with_spf_result(DmarcResult::TempError(timed_out()))

@@ -217,16 +217,43 @@ fn main() -> ExitCode {
     exit::run("filterd", || serve(&args))
 }
 
-/// Log to stderr (the journal under systemd) and, when configured, to syslog: the syslog
-/// lines carry no time or level of their own (syslog adds the time, the level is the
-/// priority), so the per-message line reads as amavisd-new's does in the mail log.
-fn init_logging(filter: tracing_subscriber::EnvFilter, syslog: Option<&str>) {
+/// Log to stderr, or natively to the journal (`[log] journald`), and, when configured, to
+/// syslog: the syslog lines carry no time or level of their own (syslog adds the time, the
+/// level is the priority), so the mail log reads like amavisd-new's. In the journal each
+/// message line carries its fields; stderr and syslog get the plain line.
+fn init_logging(
+    filter: tracing_subscriber::EnvFilter,
+    syslog: Option<&str>,
+    journald: filterd::config::Journald,
+) {
+    use filterd::report::logline::{JOURNAL_FIELDS, PLAIN_LINE};
+    use std::sync::atomic::Ordering;
     use syslog_tracing::{Facility, Options, Syslog};
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::filter_fn;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let plain = || filter_fn(|m| m.target() != "filterd::journal");
+    let (journal, journal_error) = match journald_wanted(journald) {
+        false => (None, None),
+        true => match tracing_journald::layer() {
+            Ok(l) => (
+                Some(
+                    l.with_field_prefix(Some("FILTERD".into()))
+                        .with_syslog_identifier("filterd".into())
+                        .with_filter(filter_fn(|m| m.target() != "filterd::message")),
+                ),
+                None,
+            ),
+            Err(e) => (None, Some(e)),
+        },
+    };
+    let stderr = journal.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_filter(plain())
+    });
     let facility = syslog.map(|f| match f {
         "daemon" => Facility::Daemon,
         "user" => Facility::User,
@@ -249,12 +276,41 @@ fn init_logging(filter: tracing_subscriber::EnvFilter, syslog: Option<&str>) {
                 .without_time()
                 .with_level(false)
                 .with_target(false)
+                .with_filter(plain())
         });
+    JOURNAL_FIELDS.store(journal.is_some(), Ordering::Relaxed);
+    PLAIN_LINE.store(stderr.is_some() || syslog.is_some(), Ordering::Relaxed);
     tracing_subscriber::registry()
         .with(filter)
+        .with(journal)
         .with(stderr)
         .with(syslog)
         .init();
+    if let Some(e) = journal_error {
+        tracing::error!(
+            "log.journald = \"on\" but the journal cannot be reached ({e}); logging to stderr"
+        );
+    }
+}
+
+/// Whether `[log] journald` asks for the journal: `auto` when systemd connected stderr to
+/// it (`$JOURNAL_STREAM` is stderr's device and inode, as sd_journal_stream_fd(3) says).
+fn journald_wanted(journald: filterd::config::Journald) -> bool {
+    use filterd::config::Journald;
+    use std::os::unix::fs::MetadataExt as _;
+    match journald {
+        Journald::On => true,
+        Journald::Off => false,
+        Journald::Auto => {
+            let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+                return false;
+            };
+            let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+                return false;
+            };
+            stream.to_string_lossy() == format!("{}:{}", meta.dev(), meta.ino())
+        }
+    }
 }
 
 /// Load the configuration, check it, or serve with it.
@@ -279,7 +335,7 @@ fn serve(args: &Args) -> Result<u8, Failure> {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    init_logging(filter, config.log_syslog.as_deref());
+    init_logging(filter, config.log_syslog.as_deref(), config.log_journald);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if config.worker_threads > 0 {
         runtime.worker_threads(config.worker_threads);

@@ -46,6 +46,17 @@ pub const SYSLOG_FACILITIES: &[&str] = &[
     "local7",
 ];
 
+/// `[log] journald`: when to log to the systemd journal natively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Journald {
+    /// When stderr is the journal (`$JOURNAL_STREAM` names it, as systemd sets it).
+    Auto,
+    /// Always (an error line on stderr, and stderr logging, when the journal is not there).
+    On,
+    /// Never: plain lines on stderr.
+    Off,
+}
+
 /// The validated runtime configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -76,6 +87,8 @@ pub struct Config {
     pub log_level: String,
     /// The syslog facility to log to besides stderr, when on (one of [`SYSLOG_FACILITIES`]).
     pub log_syslog: Option<String>,
+    /// Whether to log to the journal natively.
+    pub log_journald: Journald,
     /// Async worker threads (0: one per core).
     pub worker_threads: usize,
     /// The Bayes store, when enabled.
@@ -143,6 +156,17 @@ impl Config {
                 SYSLOG_FACILITIES.join(", ")
             ));
         }
+        let log_journald = match raw.log.journald.as_str() {
+            "auto" => Journald::Auto,
+            "on" => Journald::On,
+            "off" => Journald::Off,
+            other => {
+                p.push(format!(
+                    "log.journald: `{other}` is not one of auto, on, off"
+                ));
+                Journald::Off
+            }
+        };
         let bayes = build_bayes(&raw, &mut p);
         let model = build_model(&raw, &mut p);
         let auth = super::auth::build_auth(&raw, &hostname, &mut p);
@@ -171,6 +195,7 @@ impl Config {
             hostname,
             log_level: raw.log.level.clone(),
             log_syslog: raw.log.syslog.then(|| raw.log.syslog_facility.clone()),
+            log_journald,
             worker_threads: raw.server.worker_threads,
             bayes: bayes.live,
             bayes_dir: bayes.dir,

@@ -24,7 +24,7 @@ mod raw_policyd;
 mod rules;
 mod service;
 
-pub use build::{Config, ServerSettings, next_hop_of};
+pub use build::{Config, Journald, ServerSettings, next_hop_of};
 pub use check::ConfigError;
 pub use load::load_raw;
 pub use policy::{QuarantineSettings, quarantine_dir};

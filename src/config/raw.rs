@@ -518,6 +518,10 @@ pub struct RawLog {
     /// The syslog facility: `mail` (where Postfix and amavisd-new log), `daemon`, `user`,
     /// `local0` ... `local7`.
     pub syslog_facility: String,
+    /// Log to the systemd journal in its native protocol, each message line with its fields
+    /// (`FILTERD_MAIL_ID`, `FILTERD_CATEGORY`, ...), instead of plain lines on stderr: `auto`
+    /// (when stderr is the journal, as under systemd), `on` or `off`.
+    pub journald: String,
 }
 
 /// `[metrics]`
@@ -542,6 +546,7 @@ impl Default for RawLog {
             level: "info".into(),
             syslog: false,
             syslog_facility: "mail".into(),
+            journald: "auto".into(),
         }
     }
 }

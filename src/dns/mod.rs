@@ -151,6 +151,7 @@ impl Dnsbl {
                 Ok(Some(_)) => {}
                 Ok(None) => break,
                 Err(_) => {
+                    crate::metrics::METRICS.dns_budget_exceeded("dnsbl");
                     jobs.abort_all();
                     break;
                 }

@@ -8,6 +8,15 @@ use crate::smtp::envelope::XforwardAttr;
 use crate::smtp::filter::{MessageRecord, Outcome};
 use crate::verdict::format_score;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set when filterd logs to the journal natively: each message line is then emitted with
+/// its fields (target `filterd::journal`, for the journal layer only).
+pub static JOURNAL_FIELDS: AtomicBool = AtomicBool::new(false);
+
+/// Cleared when nothing but the journal takes the plain line (target `filterd::message`,
+/// for stderr and syslog).
+pub static PLAIN_LINE: AtomicBool = AtomicBool::new(true);
 
 /// What the line says of a part: (verb, its metrics labels: direction, category, action).
 fn kinds(r: &MessageRecord<'_, Report>) -> (&'static str, MessageLabels) {
@@ -113,15 +122,76 @@ pub fn log(r: &MessageRecord<'_, Report>) {
     let part = r.report.zip(r.part).and_then(|(j, i)| j.decision(i));
     let hits = part.map_or(&[][..], |p| &p.verdict.hits[..]);
     METRICS.message(labels, hits, r.elapsed);
-    match r.outcome {
-        Outcome::Relayed { .. } | Outcome::Discarded => {
-            tracing::info!(target: "filterd::message", "{line}")
-        }
-        _ => tracing::warn!(target: "filterd::message", "{line}"),
+    let delivered = matches!(r.outcome, Outcome::Relayed { .. } | Outcome::Discarded);
+    if JOURNAL_FIELDS.load(Ordering::Relaxed) {
+        journal(r, &line, labels, delivered);
+    }
+    if !PLAIN_LINE.load(Ordering::Relaxed) {
+    } else if delivered {
+        tracing::info!(target: "filterd::message", "{line}")
+    } else {
+        tracing::warn!(target: "filterd::message", "{line}")
     }
     if let Some(p) = r.report.zip(r.part).and_then(|(j, i)| j.decision(i)) {
         for (name, score) in &p.verdict.hits {
             tracing::debug!(mail_id = r.mail_id, hit = name, score, "hit");
         }
+    }
+}
+
+/// The message line with its parts as journal fields (`FILTERD_MAIL_ID`, `FILTERD_CATEGORY`,
+/// `FILTERD_ACTION`, `FILTERD_SCORE`, ...), so `journalctl FILTERD_CATEGORY=SPAM` finds them.
+fn journal(r: &MessageRecord<'_, Report>, line: &str, l: MessageLabels, delivered: bool) {
+    let env = r.envelope;
+    let part: Option<&Decision> = r.report.zip(r.part).and_then(|(j, i)| j.decision(i));
+    let score = part.map(|p| format_score(p.verdict.score));
+    let hits = part.map(|p| {
+        p.verdict
+            .hits
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    let recipients: Vec<&str> = r
+        .recipients
+        .iter()
+        .filter_map(|&i| env.recipients.get(i))
+        .map(|r| r.address.as_str())
+        .collect();
+    let client = env.xforward.addr().unwrap_or(env.peer.ip()).to_string();
+    let queued_as = match r.outcome {
+        Outcome::Relayed { queued_as } => queued_as.as_deref(),
+        _ => None,
+    };
+    let message_id = part.and(r.report).and_then(|j| j.message_id.as_deref());
+    macro_rules! emit {
+        ($level:expr) => {
+            tracing::event!(
+                target: "filterd::journal",
+                $level,
+                mail_id = r.mail_id,
+                direction = l.direction,
+                category = l.category,
+                action = l.action,
+                score,
+                hits,
+                size = r.size,
+                client_ip = client,
+                sender = env.sender.as_str(),
+                recipients = recipients.join(","),
+                queue_id = env.xforward.get(XforwardAttr::Ident),
+                message_id,
+                queued_as,
+                quarantine = r.quarantine,
+                elapsed_ms = r.elapsed.as_millis() as u64,
+                "{line}"
+            )
+        };
+    }
+    if delivered {
+        emit!(tracing::Level::INFO)
+    } else {
+        emit!(tracing::Level::WARN)
     }
 }

@@ -249,6 +249,8 @@ impl Server {
             next_hop = %self.config.next_hop.label(),
             policy_listen = %policy_addrs.join(","),
             metrics_listen = %metrics_addr,
+            model = %self.config.model.as_ref().map_or("off".into(), |m| m.path().display().to_string()),
+            state_dir = %self.config.bayes_dir.display(),
             "filterd {} ready",
             env!("CARGO_PKG_VERSION")
         );

@@ -588,6 +588,36 @@ async fn end_to_end_temperror_when_dns_is_gone() {
         assert!(text.contains("DMARC_TEMPERROR"), "{label}: {text}");
         assert!(text.contains("spf=temperror"), "{label}: {text}");
     }
+    // A silent server and a query timeout longer than the budget: the budget ends SPF and
+    // DMARC, and the metrics say so.
+    let f = Filterd::start(
+        sink.addr,
+        &format!(
+            "[auth]\nnameservers = [\"{}\"]\nbudget_ms = 700\ndns_timeout_ms = 10000\n\
+             [model]\nenabled = false\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+            hole.addr
+        ),
+    );
+    let (mut c, _) = Client::connect(f.addr()).await;
+    let r = c
+        .send_message_after(
+            &[&xforward(GOOD_IP)],
+            "alice@example.com",
+            &["bob@example.net"],
+            &message("alice@example.com", "hi"),
+        )
+        .await;
+    assert!(r.starts_with("250"), "{r}");
+    let metrics = f.metrics_addr().expect("metrics listener");
+    let (_, text) = crate::metrics::get(metrics, "/metrics").await;
+    for check in ["spf", "dmarc"] {
+        let series = format!("filterd_dns_budget_exceeded_total{{check=\"{check}\"}} ");
+        let n: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse().ok())
+            .unwrap_or(0.0);
+        assert!(n >= 1.0, "{check} not counted as over budget:\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -12,6 +12,7 @@ mod filterq;
 mod hardening;
 mod metrics;
 mod model;
+mod package;
 mod pipeline;
 mod policyd;
 mod postfix;

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 const MARKER: &str = "TEMPFAIL-THIS-ONE";
 
 /// One HTTP GET; (status code, body).
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     request(addr, "GET", path).await
 }
 

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A message with a unique marker and bytes that break careless relays.
-fn message(i: usize) -> Vec<u8> {
+pub(crate) fn message(i: usize) -> Vec<u8> {
     let mut m = format!(
         "From: Alice <alice@sink.test>\r\nTo: bob@sink.test\r\nSubject: e2e message {i}\r\n\
 Date: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <e2e-{i}@sink.test>\r\n\
@@ -27,7 +27,7 @@ marker-{i}\r\n.leading dot\r\n..two dots\r\ntrailing spaces   \r\n"
     m
 }
 
-fn body(m: &[u8]) -> &[u8] {
+pub(crate) fn body(m: &[u8]) -> &[u8] {
     let i = m
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -35,7 +35,7 @@ fn body(m: &[u8]) -> &[u8] {
     &m[i + 4..]
 }
 
-fn marker(m: &[u8]) -> Option<usize> {
+pub(crate) fn marker(m: &[u8]) -> Option<usize> {
     let b = body(m);
     let s = std::str::from_utf8(&b[..b.len().min(40)]).ok()?;
     s.strip_prefix("marker-")?
@@ -55,7 +55,7 @@ async fn chain(config: &str) -> (Sink, Filterd, Postfix) {
     (sink, f, pf)
 }
 
-async fn inject(pf: &Postfix, range: std::ops::Range<usize>) {
+pub(crate) async fn inject(pf: &Postfix, range: std::ops::Range<usize>) {
     let (mut c, g) = Client::connect_from("127.0.0.2".parse().unwrap(), pf.smtpd).await;
     assert!(g.starts_with("220"), "{g}");
     for i in range {

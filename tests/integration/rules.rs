@@ -341,10 +341,12 @@ async fn block_lists_are_asked_about_the_client_and_the_link_domains() {
         Rec::A("6.113.0.203.zen.bl.test", [127, 0, 0, 5]),
         Rec::A("5.113.0.203.zen.bl.test", [127, 255, 255, 254]),
         Rec::A("phish-shop.co.uk.dbl.bl.test", [127, 0, 1, 4]),
+        Rec::Txt("example.org", "v=spf1 ip4:203.0.113.0/24 -all"),
     ])
     .await;
     let sink = Sink::start(Behaviour::default()).await;
-    let f = Filterd::start(sink.addr, &dnsbl_config(dns.addr));
+    let config = dnsbl_config(dns.addr) + "[metrics]\nlisten = \"127.0.0.1:0\"\n";
+    let f = Filterd::start(sink.addr, &config);
     let body = |link: &str| {
         format!(
             "From: shop@example.org\r\nTo: bob@example.net\r\nSubject: your order\r\n\
@@ -422,5 +424,39 @@ async fn block_lists_are_asked_about_the_client_and_the_link_domains() {
         lists_asked <= 3,
         "{lists_asked} queries: the list answers were not cached"
     );
+    // The metrics count each block-list look-up (five answered: two for the first message,
+    // the listed and the refused client, the cached repeat; four links not listed) and the
+    // parsed-record cache: the sender's SPF record is parsed once and then found four times
+    // (negative answers are cached by the resolver below, not parsed). The policy service's
+    // memo of whole SPF results is asked once per message and never filled by the scan.
+    let metrics = f.metrics_addr().expect("metrics listener");
+    let (_, text) = crate::metrics::get(metrics, "/metrics").await;
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(-1.0)
+    };
+    for (series, want) in [
+        ("filterd_dnsbl_lookups_total{result=\"answered\"}", 5.0),
+        ("filterd_dnsbl_lookups_total{result=\"nxdomain\"}", 4.0),
+        ("filterd_dnsbl_lookups_total{result=\"error\"}", -1.0),
+        (
+            "filterd_dns_record_cache_total{kind=\"txt\",result=\"hit\"}",
+            4.0,
+        ),
+        (
+            "filterd_dns_record_cache_total{kind=\"spf_result\",result=\"miss\"}",
+            5.0,
+        ),
+        ("filterd_dns_budget_exceeded_total{check=\"dnsbl\"}", -1.0),
+    ] {
+        assert_eq!(value(series), want, "{series}\n{text}");
+    }
     dns.stop().await;
 }

@@ -232,3 +232,181 @@ fn man_pages_and_completions_are_generated_from_the_clis_and_render() {
         );
     }
 }
+
+/// Removes the test's journal socket (and the directories it made), also when it fails.
+struct FakeJournal {
+    sock: UnixDatagram,
+    made: Vec<std::path::PathBuf>,
+}
+
+impl Drop for FakeJournal {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(JOURNAL_SOCKET);
+        for d in self.made.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// The fields of one datagram of journald's native protocol (`NAME=value\n`, or `NAME\n`,
+/// a 64-bit little-endian length, the value and `\n` for values with a newline).
+fn journal_fields(mut d: &[u8]) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    while !d.is_empty() {
+        let nl = d.iter().position(|&b| b == b'\n').unwrap_or(d.len());
+        let (line, rest) = d.split_at(nl);
+        let rest = rest.get(1..).unwrap_or(&[]);
+        if let Some(eq) = line.iter().position(|&b| b == b'=') {
+            out.insert(
+                String::from_utf8_lossy(&line[..eq]).into_owned(),
+                String::from_utf8_lossy(&line[eq + 1..]).into_owned(),
+            );
+            d = rest;
+        } else {
+            let len = u64::from_le_bytes(rest[..8].try_into().expect("length")) as usize;
+            out.insert(
+                String::from_utf8_lossy(line).into_owned(),
+                String::from_utf8_lossy(&rest[8..8 + len]).into_owned(),
+            );
+            d = &rest[8 + len + 1..];
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_systemd_the_journal_gets_each_message_line_with_its_fields() {
+    use crate::util::sink::{Behaviour, Sink};
+    use crate::util::{Client, gtube};
+    use std::os::unix::fs::MetadataExt as _;
+    if std::path::Path::new(JOURNAL_SOCKET).exists() {
+        eprintln!("SKIP: {JOURNAL_SOCKET} belongs to a running journald; not borrowed");
+        return;
+    }
+    let mut made = vec![];
+    for d in ["/run/systemd", "/run/systemd/journal"] {
+        if !std::path::Path::new(d).exists() {
+            if std::fs::create_dir(d).is_err() {
+                eprintln!("SKIP: cannot make {d} (not root?)");
+                return;
+            }
+            made.push(d.into());
+        }
+    }
+    let Ok(sock) = UnixDatagram::bind(JOURNAL_SOCKET) else {
+        eprintln!("SKIP: cannot bind {JOURNAL_SOCKET}");
+        return;
+    };
+    let journal = FakeJournal { sock, made };
+    journal
+        .sock
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let sink = Sink::start(Behaviour::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("filterd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n[next_hop]\naddress = \"{}\"\n\
+             [bayes]\nstate_dir = \"{}\"\n[auth]\nenabled = false\n[metrics]\nlisten = \"\"\n\
+             [local_domains]\npostconf = false\n[model]\nenabled = false\n\
+             [quarantine]\ndir = \"{}\"\n",
+            sink.addr,
+            dir.path().join("state").display(),
+            dir.path().join("q").display()
+        ),
+    )
+    .expect("config");
+    // What systemd does: stderr is a stream socket to the journal, named in $JOURNAL_STREAM
+    // by its device and inode; `[log] journald = "auto"` (the default) sees it.
+    let (stream, mut ours) = std::os::unix::net::UnixStream::pair().expect("pair");
+    let meta = std::fs::metadata(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&stream)
+    ))
+    .expect("stat");
+    let child = Command::new(filterd_binary())
+        .arg("--config")
+        .arg(&config)
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::os::fd::OwnedFd::from(stream))
+        .spawn()
+        .expect("spawn");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child_guard = Kill(child);
+    let mut buf = vec![0u8; 65536];
+    let mut next = || -> std::collections::HashMap<String, String> {
+        let n = journal
+            .sock
+            .recv(&mut buf)
+            .expect("a journal entry in time");
+        journal_fields(&buf[..n])
+    };
+    let ready = loop {
+        let e = next();
+        if e.get("MESSAGE").is_some_and(|m| m.contains("ready")) {
+            break e;
+        }
+    };
+    assert_eq!(ready["SYSLOG_IDENTIFIER"], "filterd", "{ready:?}");
+    // info is notice (5), as in the syslog mapping.
+    assert_eq!(ready["PRIORITY"], "5", "{ready:?}");
+    let addr: std::net::SocketAddr = ready["FILTERD_LISTEN"].parse().expect("listen field");
+    let (mut c, _) = Client::connect(addr).await;
+    let r = c
+        .send_message("alice@example.org", &["bob@example.net"], &gtube())
+        .await;
+    assert!(r.starts_with("250"), "{r}");
+    let line = loop {
+        let e = next();
+        if e.contains_key("FILTERD_MAIL_ID") {
+            break e;
+        }
+    };
+    // The message is amavisd-new's line; the fields are its parts.
+    assert!(
+        line["MESSAGE"].starts_with("Blocked SPAM {DiscardedInbound"),
+        "{line:?}"
+    );
+    for (k, v) in [
+        ("FILTERD_CATEGORY", "SPAM"),
+        ("FILTERD_ACTION", "Discarded"),
+        ("FILTERD_DIRECTION", "Inbound"),
+        ("FILTERD_SENDER", "alice@example.org"),
+        ("FILTERD_RECIPIENTS", "bob@example.net"),
+        ("FILTERD_CLIENT_IP", "127.0.0.1"),
+        ("PRIORITY", "5"),
+    ] {
+        assert_eq!(line.get(k).map(String::as_str), Some(v), "{k}: {line:?}");
+    }
+    assert!(line["FILTERD_HITS"].contains("GTUBE"), "{line:?}");
+    assert!(
+        line["FILTERD_SCORE"]
+            .parse::<f64>()
+            .is_ok_and(|s| s > 100.0),
+        "{line:?}"
+    );
+    assert!(
+        line["MESSAGE"].contains(&line["FILTERD_MAIL_ID"]),
+        "{line:?}"
+    );
+    // Nothing went to the stream as well (no line twice in the journal).
+    drop(child_guard);
+    let mut rest = String::new();
+    ours.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let _ = std::io::Read::read_to_string(&mut ours, &mut rest);
+    assert!(rest.is_empty(), "stderr also got: {rest}");
+}

@@ -331,6 +331,11 @@ impl OnnxModel {
         Ok(loaded)
     }
 
+    /// The `model.onnx` it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The spam probability of one message; an error when the model cannot compute one (a
     /// runtime failure, or an output that is not a probability).
     pub fn predict(&self, f: &Featurised) -> Result<f32, ModelError> {
@@ -508,8 +513,10 @@ fn check_graph(model: &tract_onnx::prelude::InferenceModel, path: &Path) -> Resu
 }
 
 /// Where the shipped default model is looked for when the config names none: next to the
-/// repository the binary was built in (`target/<profile>/filterd` -> `models/`), then the
-/// installed location.
+/// repository the binary was built in (`target/<profile>/filterd` -> `models/`), the installed
+/// location beside the binary (`/usr/bin/filterd` -> `/usr/share/filterd/models`, also for
+/// `/usr/local`), the Debian package's, and last the source tree the binary was built from
+/// (so an installed binary never prefers a build directory over its package's model).
 pub(crate) fn default_model_dir() -> Option<PathBuf> {
     let name = "spam-lr";
     let mut candidates = vec![];
@@ -517,13 +524,16 @@ pub(crate) fn default_model_dir() -> Option<PathBuf> {
         for up in exe.ancestors().skip(1).take(4) {
             candidates.push(up.join("models").join(name));
         }
+        if let Some(prefix) = exe.parent().and_then(Path::parent) {
+            candidates.push(prefix.join("share/filterd/models").join(name));
+        }
     }
+    candidates.push(PathBuf::from("/usr/share/filterd/models").join(name));
     candidates.push(
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("models")
             .join(name),
     );
-    candidates.push(PathBuf::from("/usr/share/filterd/models").join(name));
     candidates
         .into_iter()
         .find(|d| d.join("model.onnx").exists())

@@ -76,10 +76,15 @@ impl Filterd {
             ));
         }
         std::fs::write(&path, config).expect("write config");
-        let mut child = Command::new(filterd_binary())
-            .arg("--config")
-            .arg(&path)
-            .env("RUST_LOG", "info")
+        let mut cmd = Command::new(filterd_binary());
+        cmd.arg("--config").arg(&path).env("RUST_LOG", "info");
+        Self::spawn(cmd, dir)
+    }
+
+    /// Run `cmd` (a filterd that logs to stderr, possibly through a wrapper that execs it)
+    /// and wait for its ready line; `dir` is kept for as long as the process runs.
+    pub fn spawn(mut cmd: Command, dir: tempfile::TempDir) -> Filterd {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
