@@ -246,6 +246,20 @@ async fn the_debian_package_installs_runs_as_filterd_with_its_config_and_purges_
         "{}",
         pf.maillog()
     );
+    // The packaged config's metrics listener (moved to port 0) counts them and is healthy.
+    let metrics = f
+        .metrics_addr()
+        .expect("metrics listener on in the packaged config");
+    let (status, health) = crate::metrics::get(metrics, "/healthz").await;
+    assert_eq!(status, 200, "{health}");
+    let (_, text) = crate::metrics::get(metrics, "/metrics").await;
+    let series =
+        "filterd_messages_total{action=\"Relayed\",category=\"CLEAN\",direction=\"Inbound\"} 20";
+    assert!(
+        text.lines().any(|l| l == series),
+        "{series} not in:\n{text}"
+    );
+    assert!(text.contains("filterd_model_loaded 1"), "{text}");
     f.signal("TERM");
     assert_eq!(
         f.wait_exit(Duration::from_secs(30)),
