@@ -187,35 +187,40 @@ impl Metrics {
             next_hop_ok: AtomicU64::new(0),
             next_hop_failed: AtomicU64::new(0),
         };
+        m.register_all();
+        m
+    }
+
+    /// Register every metric, and the build info, with the registry.
+    fn register_all(&self) {
         let build = built(IntGaugeVec::new(
             Opts::new("build_info", "The running build (always 1)"),
             &["version"],
         ));
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
-            Box::new(m.messages.clone()),
-            Box::new(m.hits.clone()),
-            Box::new(m.scan_seconds.clone()),
-            Box::new(m.next_hop_seconds.clone()),
-            Box::new(m.message_seconds.clone()),
-            Box::new(m.next_hop_errors.clone()),
-            Box::new(m.connections_open.clone()),
-            Box::new(m.connections_refused.clone()),
-            Box::new(m.quarantined.clone()),
-            Box::new(m.quarantined_bytes.clone()),
-            Box::new(m.bayes_messages.clone()),
-            Box::new(m.bayes_ready.clone()),
-            Box::new(m.model_loaded.clone()),
-            Box::new(m.policy_decisions.clone()),
-            Box::new(m.dns_cache.clone()),
-            Box::new(m.dnsbl_lookups.clone()),
-            Box::new(m.dns_budget_exceeded.clone()),
+            Box::new(self.messages.clone()),
+            Box::new(self.hits.clone()),
+            Box::new(self.scan_seconds.clone()),
+            Box::new(self.next_hop_seconds.clone()),
+            Box::new(self.message_seconds.clone()),
+            Box::new(self.next_hop_errors.clone()),
+            Box::new(self.connections_open.clone()),
+            Box::new(self.connections_refused.clone()),
+            Box::new(self.quarantined.clone()),
+            Box::new(self.quarantined_bytes.clone()),
+            Box::new(self.bayes_messages.clone()),
+            Box::new(self.bayes_ready.clone()),
+            Box::new(self.model_loaded.clone()),
+            Box::new(self.policy_decisions.clone()),
+            Box::new(self.dns_cache.clone()),
+            Box::new(self.dnsbl_lookups.clone()),
+            Box::new(self.dns_budget_exceeded.clone()),
             Box::new(build),
         ];
         for c in collectors {
-            built(m.registry.register(c));
+            built(self.registry.register(c));
         }
-        m
     }
 
     /// A check ran out of the message's DNS budget.

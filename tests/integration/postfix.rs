@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A message with a unique marker and bytes that break careless relays.
-pub(crate) fn message(i: usize) -> Vec<u8> {
+fn message(i: usize) -> Vec<u8> {
     let mut m = format!(
         "From: Alice <alice@sink.test>\r\nTo: bob@sink.test\r\nSubject: e2e message {i}\r\n\
 Date: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <e2e-{i}@sink.test>\r\n\
@@ -27,7 +27,7 @@ marker-{i}\r\n.leading dot\r\n..two dots\r\ntrailing spaces   \r\n"
     m
 }
 
-pub(crate) fn body(m: &[u8]) -> &[u8] {
+fn body(m: &[u8]) -> &[u8] {
     let i = m
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -35,7 +35,7 @@ pub(crate) fn body(m: &[u8]) -> &[u8] {
     &m[i + 4..]
 }
 
-pub(crate) fn marker(m: &[u8]) -> Option<usize> {
+fn marker(m: &[u8]) -> Option<usize> {
     let b = body(m);
     let s = std::str::from_utf8(&b[..b.len().min(40)]).ok()?;
     s.strip_prefix("marker-")?
@@ -68,18 +68,20 @@ pub(crate) async fn inject(pf: &Postfix, range: std::ops::Range<usize>) {
     c.cmd("QUIT").await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn fifty_messages_through_postfix_arrive_once_with_headers_and_untouched_bodies() {
-    if unavailable().is_some() {
-        return;
-    }
-    let (sink, f, pf) = chain("").await;
-    inject(&pf, 0..50).await;
-    let n = sink.wait_for(50, Duration::from_secs(90)).await;
+/// Wait for messages `0..n` at the sink and an empty queue; each must arrive exactly once,
+/// with its body and its original headers untouched and filterd's headers added. Returns
+/// the header blocks, for the caller's own checks.
+pub(crate) async fn delivered_once(
+    pf: &Postfix,
+    sink: &Sink,
+    f: &Filterd,
+    n: usize,
+) -> Vec<String> {
+    let got = sink.wait_for(n, Duration::from_secs(90)).await;
     assert_eq!(
+        got,
         n,
-        50,
-        "only {n} of 50 delivered\nmaillog:\n{}\nfilterd:\n{}",
+        "only {got} of {n} delivered\nmaillog:\n{}\nfilterd:\n{}",
         pf.maillog(),
         f.log_text()
     );
@@ -91,8 +93,9 @@ async fn fifty_messages_through_postfix_arrive_once_with_headers_and_untouched_b
     // Nothing more trickles in.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let got = sink.received();
-    assert_eq!(got.len(), 50);
-    let mut seen = [0usize; 50];
+    assert_eq!(got.len(), n);
+    let mut seen = vec![0usize; n];
+    let mut heads = vec![];
     for m in &got {
         let i = marker(&m.data).expect("marker");
         seen[i] += 1;
@@ -111,8 +114,20 @@ async fn fifty_messages_through_postfix_arrive_once_with_headers_and_untouched_b
             m.data.windows(orig_head.len()).any(|w| w == orig_head),
             "original headers of {i} not intact:\n{head}"
         );
+        heads.push(head);
     }
     assert!(seen.iter().all(|&c| c == 1), "not exactly once: {seen:?}");
+    heads
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_messages_through_postfix_arrive_once_with_headers_and_untouched_bodies() {
+    if unavailable().is_some() {
+        return;
+    }
+    let (sink, f, pf) = chain("").await;
+    inject(&pf, 0..50).await;
+    delivered_once(&pf, &sink, &f, 50).await;
     let log = pf.maillog();
     assert!(
         log.contains("orig_client=unknown[127.0.0.2]"),
