@@ -345,6 +345,7 @@ fn serve(args: &Args) -> Result<u8, Failure> {
         .build()
         .map_err(|e| Failure::msg(exit::OSERR, format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async move {
+        let shutdown = shutdown_signal();
         let server = Server::bind(config).await.map_err(|e| {
             let code = match e {
                 BindError::Quarantine(_) => exit::CONFIG,
@@ -352,25 +353,31 @@ fn serve(args: &Args) -> Result<u8, Failure> {
             };
             Failure::new(code, e)
         })?;
-        server.serve(shutdown_signal()).await;
+        server.serve(shutdown).await;
         tracing::info!("filterd stopped");
         Ok(exit::OK)
     })
 }
 
 /// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Install the SIGTERM and SIGINT handlers now, before the listeners are bound and READY=1
+/// goes to systemd (a stop right after the start must drain, not kill), and return the
+/// future that ends at the first of the two signals.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }
 
