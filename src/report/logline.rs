@@ -126,11 +126,12 @@ pub fn log(r: &MessageRecord<'_, Report>) {
     if JOURNAL_FIELDS.load(Ordering::Relaxed) {
         journal(r, &line, labels, delivered);
     }
-    if !PLAIN_LINE.load(Ordering::Relaxed) {
-    } else if delivered {
-        tracing::info!(target: "filterd::message", "{line}")
-    } else {
-        tracing::warn!(target: "filterd::message", "{line}")
+    if PLAIN_LINE.load(Ordering::Relaxed) {
+        if delivered {
+            tracing::info!(target: "filterd::message", "{line}")
+        } else {
+            tracing::warn!(target: "filterd::message", "{line}")
+        }
     }
     if let Some(p) = r.report.zip(r.part).and_then(|(j, i)| j.decision(i)) {
         for (name, score) in &p.verdict.hits {
