@@ -405,7 +405,9 @@ async fn a_connection_from_our_own_relay_is_a_loop() {
     }));
     let (mut c, _) = Client::connect(listen).await;
     assert!(c.cmd("EHLO client.test").await.starts_with("250"));
-    let r = c.cmd("MAIL FROM:<a@example.org>").await;
+    // MAIL waits for the first RCPT to go to the next hop; that RCPT finds the loop.
+    assert!(c.cmd("MAIL FROM:<a@example.org>").await.starts_with("250"));
+    let r = c.cmd("RCPT TO:<b@example.net>").await;
     assert!(r.starts_with("451") && r.contains("loop"), "{r}");
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), serving).await;

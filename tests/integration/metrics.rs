@@ -191,7 +191,12 @@ async fn healthz_is_503_while_the_next_hop_does_not_answer() {
     // Mail still gets a clear 451 meanwhile, and the failure is counted.
     let (mut c, _) = Client::connect(f.addr()).await;
     assert!(c.cmd("EHLO client.test").await.starts_with("250"));
-    let r = c.cmd("MAIL FROM:<alice@example.org>").await;
+    assert!(
+        c.cmd("MAIL FROM:<alice@example.org>")
+            .await
+            .starts_with("250")
+    );
+    let r = c.cmd("RCPT TO:<bob@example.net>").await;
     assert!(r.starts_with("451"), "{r}");
     let (_, text) = get(metrics, "/metrics").await;
     assert!(

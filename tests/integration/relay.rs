@@ -158,11 +158,24 @@ async fn next_hop_down_gives_451_and_delivers_nothing() {
     let f = Filterd::start(addr, "");
     let (mut c, _) = Client::connect(f.addr()).await;
     c.cmd("EHLO postfix.test").await;
-    let r = c.cmd("MAIL FROM:<a@example.org>").await;
+    // MAIL alone waits for the first RCPT to go to the next hop; that RCPT gets the 451.
+    assert!(c.cmd("MAIL FROM:<a@example.org>").await.starts_with("250"));
+    let r = c.cmd("RCPT TO:<b@example.net>").await;
     assert!(r.starts_with("451 4.4.1 "), "{r}");
-    // The session goes on: RCPT and DATA are refused as out of sequence, nothing is relayed.
-    assert!(c.cmd("RCPT TO:<b@example.net>").await.starts_with("503"));
-    assert!(c.cmd("DATA").await.starts_with("503"));
+    // The rest of the transaction tempfails too, and nothing is relayed.
+    assert!(
+        c.cmd("RCPT TO:<c@example.net>")
+            .await
+            .starts_with("451 4.4.1 ")
+    );
+    assert!(c.cmd("DATA").await.starts_with("451 4.4.1 "));
+    // Pipelined behind MAIL, the RCPT goes with it and MAIL gets the next hop's answer.
+    assert!(c.cmd("RSET").await.starts_with("250"));
+    c.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\n")
+        .await;
+    let (mail, rcpt) = (c.reply().await, c.reply().await);
+    assert!(mail.starts_with("451 4.4.1 "), "{mail}");
+    assert!(rcpt.starts_with("503"), "{rcpt}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -470,4 +483,76 @@ async fn sigterm_drains_messages_in_flight() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "still accepting after shutdown"
     );
+}
+
+/// MAIL on its own waits here and goes to the next hop with the first RCPT, in one write
+/// (a client that waits for each reply costs the next hop one round trip fewer). A MAIL the
+/// next hop refuses then is that RCPT's answer, and each later RCPT tries MAIL again; a
+/// transaction the next hop never opened is not reset there.
+#[tokio::test(flavor = "multi_thread")]
+async fn mail_goes_to_the_next_hop_with_the_first_rcpt_and_its_refusal_answers_it() {
+    use crate::util::hop::Hop;
+    let hop = Hop::start(|mut c| async move {
+        if c.greet().await.is_none() {
+            return;
+        }
+        let mut refused = false;
+        while let Some(line) = c.line().await {
+            let verb = line.split(' ').next().unwrap_or("").to_ascii_uppercase();
+            if line.contains("<refused@") {
+                refused = true;
+                c.send("550 5.7.1 <refused@example.org>: Sender address rejected\r\n")
+                    .await;
+            } else if verb == "RCPT" && refused {
+                refused = false;
+                c.send("503 5.5.1 Error: need MAIL command\r\n").await;
+            } else if c.answer(&verb).await.is_none() {
+                return;
+            }
+        }
+    })
+    .await;
+    let f = Filterd::start(hop.addr, "[model]\nenabled = false\n");
+    let (mut c, _) = Client::connect(f.addr()).await;
+    assert!(c.cmd("EHLO client.test").await.starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<a@example.org>").await.starts_with("250"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mails = |hop: &Hop| {
+        hop.lines()
+            .iter()
+            .filter(|l| l.contains("MAIL FROM"))
+            .count()
+    };
+    assert_eq!(mails(&hop), 0, "no MAIL before the RCPT: {:?}", hop.lines());
+    assert!(c.cmd("RCPT TO:<b@example.net>").await.starts_with("250"));
+    assert!(c.cmd("DATA").await.starts_with("354"));
+    let mut wire = vec![];
+    filterd::smtp::codec::dot_stuff(&[&ham()], &mut wire);
+    c.send(&wire).await;
+    let done = c.reply().await;
+    assert!(done.starts_with("250"), "{done}");
+    assert_eq!(hop.delivered_count(), 1);
+
+    assert!(
+        c.cmd("MAIL FROM:<refused@example.org>")
+            .await
+            .starts_with("250")
+    );
+    for rcpt in ["b@example.net", "c@example.net"] {
+        let r = c.cmd(&format!("RCPT TO:<{rcpt}>")).await;
+        assert!(
+            r.starts_with("550 5.7.1") && r.contains("Sender address rejected"),
+            "{r}"
+        );
+    }
+    assert!(
+        c.cmd("DATA").await.starts_with("554"),
+        "no valid recipients"
+    );
+    assert!(c.cmd("RSET").await.starts_with("250"));
+    assert!(c.cmd("QUIT").await.starts_with("221"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lines = hop.lines();
+    assert_eq!(mails(&hop), 3, "{lines:?}");
+    assert!(!lines.iter().any(|l| l.ends_with("RSET")), "{lines:?}");
 }

@@ -230,7 +230,7 @@ where
 
     async fn close_relay(&mut self) {
         if let Some(relay) = self.relay.take() {
-            if self.txn.is_some() {
+            if self.txn.as_ref().is_some_and(|t| t.opened) {
                 // Dropping the connection aborts the next hop's transaction.
                 drop(relay);
             } else {
@@ -325,7 +325,7 @@ where
     /// Abort any transaction, here and at the next hop.
     async fn reset(&mut self) {
         self.xforward = Xforward::default();
-        if self.txn.take().is_some() {
+        if self.txn.take().is_some_and(|t| t.opened) {
             self.abort_relay().await;
         }
     }

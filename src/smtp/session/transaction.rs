@@ -1,7 +1,10 @@
-//! The envelope phase: MAIL, RCPT and DATA. The transaction is opened at the next hop as
-//! it arrives here (MAIL with the RCPTs the client pipelined behind it, in one write), and
-//! each of the next hop's answers is mirrored to the client, so the recipients that reach
-//! DATA are exactly those the next hop accepted.
+//! The envelope phase: MAIL, RCPT and DATA. The transaction is opened at the next hop with
+//! its first recipients, in one write (XFORWARD, MAIL and the RCPTs): at MAIL when the
+//! client pipelined RCPTs behind it, else at the first RCPT, so a client that waits for each
+//! reply costs the next hop one round trip fewer. Each of the next hop's answers is mirrored
+//! to the client, so the recipients that reach DATA are exactly those the next hop accepted;
+//! a MAIL the next hop refuses after a MAIL answered here is that RCPT's answer (as Postfix's
+//! `smtpd_delay_reject` does), and the next RCPT tries MAIL again.
 
 use super::Session;
 use crate::smtp::codec::{Command, Event};
@@ -21,6 +24,8 @@ pub(super) struct Transaction {
     pub(super) attempted: usize,
     /// Set when the next hop failed mid-envelope: everything after tempfails.
     pub(super) broken: Option<String>,
+    /// Whether the next hop has this transaction's MAIL (it waits for the first RCPT).
+    pub(super) opened: bool,
 }
 
 impl<S, F> Session<S, F>
@@ -62,6 +67,11 @@ where
             self.refuse(r);
             return self.rcpts(rcpts).await;
         }
+        if rcpts.is_empty() {
+            // Nothing to send with it yet: MAIL goes to the next hop with the first RCPT.
+            self.txn = Some(Transaction::new(from, params, false));
+            return self.reply(Reply::sender_ok());
+        }
         let (sendable, overflow) = split_at_limit(rcpts, self.cfg.max_recipients);
         let opened = self.open_transaction(&from, &params, &sendable).await;
         super::delivery::count_next_hop(opened.as_ref().map(|(r, _)| r));
@@ -77,13 +87,7 @@ where
                 self.rcpts(overflow).await;
             }
             Ok((r, replies)) if r.is_positive() => {
-                self.txn = Some(Transaction {
-                    sender: from,
-                    params,
-                    recipients: vec![],
-                    attempted: 0,
-                    broken: None,
-                });
+                self.txn = Some(Transaction::new(from, params, true));
                 self.reply(Reply::sender_ok());
                 self.record_rcpts(sendable, Ok(replies), overflow);
             }
@@ -163,12 +167,55 @@ where
         }
         let room = self.cfg.max_recipients.saturating_sub(txn.attempted);
         let (sendable, overflow) = split_at_limit(rcpts, room);
+        if !txn.opened && !sendable.is_empty() {
+            return self.open_at_rcpt(sendable, overflow).await;
+        }
         let replies = match self.relay.as_mut() {
             Some(relay) if !sendable.is_empty() => relay.rcpts(&sendable).await,
             Some(_) => Ok(vec![]),
             None => Err(RelayError::Protocol("connection lost".into())),
         };
         self.record_rcpts(sendable, replies, overflow);
+    }
+
+    /// The first RCPTs of a transaction whose MAIL was answered here: XFORWARD, MAIL and
+    /// these RCPTs at the next hop in one write. A refused MAIL is each RCPT's answer.
+    async fn open_at_rcpt(&mut self, sendable: Vec<Recipient>, overflow: Vec<Recipient>) {
+        let Some(txn) = self.txn.as_ref() else {
+            return;
+        };
+        let (from, params) = (txn.sender.clone(), txn.params.clone());
+        let opened = self.open_transaction(&from, &params, &sendable).await;
+        super::delivery::count_next_hop(opened.as_ref().map(|(r, _)| r));
+        let hop = self.pool.label().to_string();
+        let Some(txn) = self.txn.as_mut() else {
+            return;
+        };
+        let answer = match opened {
+            Ok((r, replies)) if r.is_positive() => {
+                txn.opened = true;
+                return self.record_rcpts(sendable, Ok(replies), overflow);
+            }
+            Ok((r, _)) if r.code == 421 => {
+                self.relay = None;
+                txn.broken = Some(r.one_line());
+                Reply::next_hop_unavailable(&hop, &r.one_line())
+            }
+            Ok((r, _)) => Reply::from_next_hop(&hop, &r),
+            Err(e) => {
+                tracing::warn!(next_hop = %hop, error = %e, "next hop unavailable at MAIL");
+                self.relay = None;
+                txn.broken = Some(e.to_string());
+                Reply::next_hop_unavailable(&hop, &e.to_string())
+            }
+        };
+        txn.attempted += sendable.len();
+        for _ in &sendable {
+            self.reply(answer.clone());
+        }
+        for _ in &overflow {
+            self.reply(Reply::too_many_recipients());
+        }
     }
 
     /// Mirror the next hop's answers to RCPT; accepted recipients join the transaction.
@@ -247,6 +294,19 @@ where
             }
         };
         self.reply(reply);
+    }
+}
+
+impl Transaction {
+    fn new(sender: String, params: MailParams, opened: bool) -> Transaction {
+        Transaction {
+            sender,
+            params,
+            recipients: vec![],
+            attempted: 0,
+            broken: None,
+            opened,
+        }
     }
 }
 
