@@ -50,6 +50,7 @@ const RULES_MAX_MESSAGE: usize = 4 << 20;
 pub struct Pipeline {
     registry: Registry,
     bayes: Option<Arc<BayesLive>>,
+    bayes_redis: Option<Arc<crate::model::bayes_redis::RedisBayes>>,
     rules: Arc<crate::rules::live::LiveRules>,
     hostname: String,
     autolearn: Option<(f64, f64)>,
@@ -83,6 +84,8 @@ pub struct Prepared {
     pub virus: Option<Scanned>,
     /// Block-list hits, when the lists were asked.
     pub listed: Vec<&'static str>,
+    /// The Bayes store in Redis, when it is the store: its answer, or why there is none.
+    pub bayes: Option<Result<crate::model::bayes_redis::Lookup, String>>,
 }
 
 /// One scan's inputs, for building each relayed copy.
@@ -103,6 +106,7 @@ impl Pipeline {
             registry: Registry::new(cfg.bayes.clone(), cfg.model.clone()),
             model: cfg.model.is_some(),
             bayes: cfg.bayes.clone(),
+            bayes_redis: cfg.bayes_redis.clone(),
             rules: cfg.rules.clone(),
             hostname: cfg.hostname.clone(),
             autolearn: cfg.autolearn,
@@ -113,7 +117,8 @@ impl Pipeline {
                 cfg.local.domains.clone(),
                 cfg.auth.origin.clone(),
                 cfg.policies.clone(),
-            ),
+            )
+            .with_on_error(cfg.guard_on_error),
             quarantine: cfg.quarantine.as_ref().map(|q| q.store.clone()),
             max_passes: cfg.max_passes,
             max_scan: cfg.max_scan,
@@ -146,15 +151,40 @@ impl Pipeline {
     pub async fn prepare(&self, env: &Envelope, msg: &[u8]) -> Prepared {
         let mut prepared = self.locate(env, msg);
         let p = &prepared;
-        let over = (self.guard).count_message(env, &p.origin, p.originating, &p.policies);
+        let over = (self.guard)
+            .count_message(env, &p.origin, p.originating, &p.policies)
+            .await;
         prepared.over_limit = over.into_iter().collect();
         let p = &prepared;
         let verify = (self.auth).verify(msg, &p.origin, p.originating, &env.sender);
         let view = crate::message::features::scan_view(msg, self.max_scan);
         let lists = crate::dns::listed(self.dnsbl.as_ref(), view, p.origin.ip, p.originating);
-        (prepared.auth, prepared.virus, prepared.listed) =
-            tokio::join!(verify, self.content.virus_scan(msg), lists);
+        let bayes = self.bayes_lookup(view, &p.policies, env.recipients.len());
+        (
+            prepared.auth,
+            prepared.virus,
+            prepared.listed,
+            prepared.bayes,
+        ) = tokio::join!(verify, self.content.virus_scan(msg), lists, bayes);
         prepared
+    }
+
+    /// The Redis Bayes store's answer for the message's tokens (one round trip), unless
+    /// the store is another or every recipient's policy skips Bayes.
+    async fn bayes_lookup(
+        &self,
+        view: &[u8],
+        chosen: &[usize],
+        n: usize,
+    ) -> Option<Result<crate::model::bayes_redis::Lookup, String>> {
+        let redis = self.bayes_redis.as_ref()?;
+        let assigned = Assignment::new(chosen, n, self.policies.default_index());
+        let all = &self.policies.all;
+        if assigned.distinct().iter().all(|&p| all[p].skips("bayes")) {
+            return None;
+        }
+        let tokens = crate::message::tokenize::Tokens::of_raw(view);
+        Some(redis.classify(&tokens).await.map_err(|e| e.0))
     }
 
     /// Scan one message as of `now` (Unix seconds), without sender authentication or the
@@ -199,6 +229,7 @@ impl Pipeline {
             features: &features,
             auth,
             virus_unchecked,
+            bayes: prepared.bayes.as_ref(),
         };
         let mut hits = self.registry.run_except(&input, skipped);
         let scoring = self.rules.current();

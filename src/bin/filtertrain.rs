@@ -10,11 +10,14 @@ use filterd::exit::{self, Failure};
 use filterd::message::HeaderBlock;
 use filterd::message::tokenize::Tokens;
 use filterd::model::bayes::{BayesParams, token_prob};
+use filterd::model::bayes_redis::RedisBayes;
 use filterd::model::bayes_store::{Class, Learned, Store, default_state_dir, message_id};
+use filterd::state::RedisStore;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// What to dump.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -66,7 +69,8 @@ struct Args {
     #[arg(long)]
     force_expire: bool,
     /// The store directory (default: `[bayes] state_dir` of --config, else the default state
-    /// directory).
+    /// directory), or a Redis URL (`redis://host:6379/0`, keys under `filterd:`; with
+    /// `--config`, `[shared] bayes = "redis"` says so and its key prefix is used).
     #[arg(long, value_name = "DIR")]
     dbpath: Option<PathBuf>,
     /// filterd's configuration file, for the store directory and expiry size.
@@ -98,6 +102,9 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<u8, Failure> {
     let (dir, max_tokens) = store_location(args)?;
+    if let Some(redis) = redis_store(args)? {
+        return run_redis(args, &redis, max_tokens);
+    }
     let now = filterd::clock::now_unix();
     if read_only(args, &dir)? {
         return Ok(exit::OK);
@@ -105,10 +112,7 @@ fn run(args: &Args) -> Result<u8, Failure> {
     // Everything below writes: one writer at a time.
     let _lock = Store::lock(&dir)?;
     if let Some(file) = &args.restore {
-        let text =
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        let store =
-            Store::restore(&text).with_context(|| format!("restoring {}", file.display()))?;
+        let store = read_backup(file)?;
         store.save(&dir)?;
         println!(
             "Restored {} token(s), {} spam and {} ham message(s)",
@@ -133,26 +137,138 @@ fn run(args: &Args) -> Result<u8, Failure> {
     let sources = sources(args)?;
     let mut stats = Stats::default();
     let progress = Progress::new(args.progress, &sources);
+    let mut changed = 0;
+    let mut sink = |id, tokens: Tokens, class: Option<Class>| {
+        let done = match class {
+            None => store.forget(id, &tokens),
+            Some(class) => store.learn(id, &tokens, class, now) != Learned::Skipped,
+        };
+        changed += u64::from(done);
+    };
     for src in &sources {
-        learn_source(src, args.max_size, now, &mut store, &mut stats, &progress);
+        learn_source(src, args.max_size, &mut sink, &mut stats, &progress);
     }
     progress.finish();
+    stats.changed = changed;
     store.expire(max_tokens, now, false);
     store.save(&dir)?;
-    let verb = if args.forget.is_some() {
-        "Forgot"
-    } else {
-        "Learned"
+    Ok(stats.summary(args))
+}
+
+impl Stats {
+    /// Print what was done; the exit code.
+    fn summary(&self, args: &Args) -> u8 {
+        let verb = if args.forget.is_some() {
+            "Forgot"
+        } else {
+            "Learned"
+        };
+        println!(
+            "{verb} tokens from {} message(s) ({} message(s) examined)",
+            self.changed, self.examined
+        );
+        if self.unreadable > 0 {
+            exit::FAILURE
+        } else {
+            exit::OK
+        }
+    }
+}
+
+/// The Bayes store in Redis, when `--dbpath` is a Redis URL or `--config` puts it there.
+fn redis_store(args: &Args) -> Result<Option<RedisBayes>, Failure> {
+    let timeout = std::time::Duration::from_secs(30);
+    if let Some(url) = args.dbpath.as_ref().and_then(|d| d.to_str()) {
+        if !(url.starts_with("redis://") || url.starts_with("unix://")) {
+            return Ok(None);
+        }
+        let redis = RedisStore::new(url, "filterd:", timeout, 86_400)
+            .map_err(|e| Failure::msg(exit::CONFIG, format!("--dbpath: {e}")))?;
+        let ttl = 90 * 86_400;
+        return Ok(Some(RedisBayes::new(
+            Arc::new(redis),
+            BayesParams::default(),
+            ttl,
+        )));
+    }
+    let Some(c) = &args.config else {
+        return Ok(None);
     };
-    println!(
-        "{verb} tokens from {} message(s) ({} message(s) examined)",
-        stats.changed, stats.examined
-    );
-    Ok(if stats.unreadable > 0 {
-        exit::FAILURE
-    } else {
-        exit::OK
-    })
+    let cfg = Config::load(c)
+        .map_err(|e| Failure::msg(exit::CONFIG, format!("configuration is invalid:\n{e}")))?;
+    Ok(cfg.bayes_redis.map(|b| b.retimed(timeout)))
+}
+
+/// Everything against the store in Redis: learning pipelined 100 messages per round trip,
+/// each atomic (so filterd hosts and other runs may learn at the same time).
+fn run_redis(args: &Args, store: &RedisBayes, max_tokens: usize) -> Result<u8, Failure> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let now = filterd::clock::now_unix();
+    let redis = |e: filterd::state::Unavailable| anyhow::anyhow!("{}", e.0);
+    if args.dump.is_some() || args.backup {
+        let whole = rt.block_on(store.load_all()).map_err(redis)?;
+        print_store(args, &whole)?;
+        return Ok(exit::OK);
+    }
+    if let Some(file) = &args.restore {
+        let whole = read_backup(file)?;
+        rt.block_on(store.replace_with(&whole)).map_err(redis)?;
+        println!(
+            "Restored {} token(s), {} spam and {} ham message(s) into {}",
+            whole.ntokens(),
+            whole.nspam,
+            whole.nham,
+            store.label()
+        );
+        return Ok(exit::OK);
+    }
+    if args.clear {
+        rt.block_on(store.clear()).map_err(redis)?;
+        println!("Cleared the Bayes store in {}", store.label());
+        return Ok(exit::OK);
+    }
+    if args.force_expire {
+        let removed = rt
+            .block_on(store.force_expire(max_tokens, now))
+            .map_err(redis)?;
+        println!("Expired {removed} token(s)");
+        return Ok(exit::OK);
+    }
+    let sources = sources(args)?;
+    let mut stats = Stats::default();
+    let progress = Progress::new(args.progress, &sources);
+    let (mut batch, mut changed, mut failed) = (vec![], 0u64, None);
+    let mut flush = |batch: &mut Vec<(u128, Tokens, Option<Class>)>| {
+        if failed.is_some() || batch.is_empty() {
+            batch.clear();
+            return;
+        }
+        let refs: Vec<_> = batch.iter().map(|(id, t, c)| (*id, t, *c)).collect();
+        match rt.block_on(store.learn(&refs, now)) {
+            Ok(done) => changed += done.iter().filter(|l| **l != Learned::Skipped).count() as u64,
+            Err(e) => failed = Some(e),
+        }
+        batch.clear();
+    };
+    let mut sink = |id, tokens, class| {
+        batch.push((id, tokens, class));
+        if batch.len() >= 100 {
+            flush(&mut batch);
+        }
+    };
+    for src in &sources {
+        learn_source(src, args.max_size, &mut sink, &mut stats, &progress);
+    }
+    flush(&mut batch);
+    progress.finish();
+    if let Some(e) = failed {
+        return Err(redis(e).into());
+    }
+    stats.changed = changed;
+    Ok(stats.summary(args))
 }
 
 /// The store directory and its expiry size: `--dbpath`, else filterd's configuration,
@@ -172,9 +288,17 @@ fn store_location(args: &Args) -> Result<(PathBuf, usize), Failure> {
 
 /// `--dump` and `--backup`, which only read the store; true when one of them ran.
 fn read_only(args: &Args, dir: &Path) -> anyhow::Result<bool> {
+    if args.dump.is_none() && !args.backup {
+        return Ok(false);
+    }
+    print_store(args, &Store::load_or_empty(dir)?)?;
+    Ok(true)
+}
+
+/// `--dump WHAT` or `--backup` of `store` on standard output.
+fn print_store(args: &Args, store: &Store) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
     if let Some(what) = args.dump {
-        let store = Store::load_or_empty(dir)?;
-        let mut out = std::io::stdout().lock();
         if matches!(what, Dump::Magic | Dump::All) {
             out.write_all(store.dump_magic().as_bytes())?;
         }
@@ -183,16 +307,17 @@ fn read_only(args: &Args, dir: &Path) -> anyhow::Result<bool> {
             let data = store.dump_data(|c| token_prob(c, store.nspam, store.nham, &p));
             out.write_all(data.as_bytes())?;
         }
-        return Ok(true);
+    } else if args.backup {
+        out.write_all(store.backup().as_bytes())?;
     }
-    if args.backup {
-        let store = Store::load_or_empty(dir)?;
-        std::io::stdout()
-            .lock()
-            .write_all(store.backup().as_bytes())?;
-        return Ok(true);
-    }
-    Ok(false)
+    Ok(())
+}
+
+/// A `--backup` file, parsed.
+fn read_backup(file: &Path) -> anyhow::Result<Store> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    Store::restore(&text).with_context(|| format!("restoring {}", file.display()))
 }
 
 /// What to learn: the paths given with --spam/--ham/--forget, the bare inputs (learned as
@@ -318,11 +443,11 @@ impl Progress {
     }
 }
 
+/// Where each message of `src` goes: `sink(id, tokens, class)` (`None`: forget).
 fn learn_source(
     src: &Source,
     max_size: usize,
-    now: u64,
-    store: &mut Store,
+    sink: &mut dyn FnMut(u128, Tokens, Option<Class>),
     stats: &mut Stats,
     progress: &Progress,
 ) {
@@ -339,15 +464,7 @@ fn learn_source(
             ));
             return;
         }
-        let id = message_id(raw);
-        let tokens = Tokens::of_raw(raw);
-        let changed = match src.class {
-            None => store.forget(id, &tokens),
-            Some(class) => store.learn(id, &tokens, class, now) != Learned::Skipped,
-        };
-        if changed {
-            stats.changed += 1;
-        }
+        sink(message_id(raw), Tokens::of_raw(raw), src.class);
     };
     let unreadable = |e: &dyn std::fmt::Display, stats: &mut Stats| {
         progress.report(&format!("filtertrain: {}: {e}", src.path.display()));

@@ -4,6 +4,7 @@
 use super::{Check, HitDef, Hits, Input};
 use crate::model::bayes::hits_for;
 use crate::model::bayes_live::BayesLive;
+use crate::model::bayes_redis::Lookup;
 use std::sync::Arc;
 
 pub(super) struct BayesCheck {
@@ -62,6 +63,11 @@ const HITS: &[HitDef] = &[
         default_score: 0.2,
         description: "Bayes spam probability is 99.9 to 100% (adds to BAYES_99)",
     },
+    HitDef {
+        name: "BAYES_UNAVAILABLE",
+        default_score: 0.0,
+        description: "the shared Bayes store (redis) did not answer: Bayes abstained",
+    },
 ];
 
 impl Check for BayesCheck {
@@ -70,6 +76,17 @@ impl Check for BayesCheck {
     }
 
     fn run(&self, input: &Input<'_>, hits: &mut Hits) {
+        match input.bayes {
+            Some(Ok(Lookup::Scored(score))) => {
+                for h in hits_for(score.prob) {
+                    hits.add(h);
+                }
+                return;
+            }
+            Some(Ok(Lookup::NotReady)) => return,
+            Some(Err(_)) => return hits.add("BAYES_UNAVAILABLE"),
+            None => {}
+        }
         let f = input.features;
         let (Some(live), Some(tokens)) = (&self.live, &f.tokens) else {
             return;

@@ -83,6 +83,8 @@ pub struct Input<'a> {
     pub auth: Option<&'a AuthVerdict>,
     /// No clamd answered and the message goes on unscanned (`[clamd] on_error = "pass"`).
     pub virus_unchecked: bool,
+    /// The Bayes store in Redis answered (or not) before the checks.
+    pub bayes: Option<&'a Result<crate::model::bayes_redis::Lookup, String>>,
 }
 
 impl<'a> Input<'a> {
@@ -92,6 +94,7 @@ impl<'a> Input<'a> {
             features,
             auth: None,
             virus_unchecked: false,
+            bayes: None,
         }
     }
 }

@@ -112,7 +112,11 @@ pub struct Config {
     /// The local domains and where they came from.
     pub local: super::LocalSettings,
     /// Counters of the outbound guard and greylist triplets.
-    pub state: Arc<crate::state::EmbeddedState>,
+    pub state: crate::state::Store,
+    /// The Bayes store in Redis (`[shared] bayes = "redis"`), instead of `bayes`.
+    pub bayes_redis: Option<Arc<crate::model::bayes_redis::RedisBayes>>,
+    /// What the outbound guard does when a shared store cannot answer.
+    pub guard_on_error: crate::policy::guard::OnError,
     /// The policy service, when enabled.
     pub policy_service: Option<crate::policyd::PolicySettings>,
     /// The attachment walk and clamd.
@@ -173,7 +177,10 @@ impl Config {
         let (dnsbl, list_scores) = super::rules::build_dnsbl(&raw, &auth, &mut p);
         let rules = super::rules::build_rules(&raw, list_scores, &mut p);
         let local = super::service::build_local(&raw, &mut p);
-        let state = super::service::build_state(&raw, &bayes.dir, &mut p);
+        let redis = super::service::build_redis(&raw, &mut p);
+        let state = super::service::build_state(&raw, &bayes.dir, redis.as_ref(), &mut p);
+        let bayes_redis =
+            super::service::build_bayes_redis(&raw, redis.as_ref(), bayes.params, &mut p);
         let policy_service = super::service::build_policy_service(&raw, &local, &mut p);
         let walk = policies.all.iter().any(|x| !x.banned.is_empty());
         let content = super::content::build_content(&raw, walk, &mut p);
@@ -198,6 +205,7 @@ impl Config {
             log_journald,
             worker_threads: raw.server.worker_threads,
             bayes: bayes.live,
+            bayes_redis,
             bayes_dir: bayes.dir,
             bayes_params: bayes.params,
             bayes_max_tokens: b.max_tokens,
@@ -210,6 +218,7 @@ impl Config {
             max_scan: raw.scan.max_scan_kb.saturating_mul(1024),
             local,
             state,
+            guard_on_error: raw.shared.guard_on_error,
             policy_service,
             content,
         })
@@ -333,7 +342,7 @@ fn build_bayes(raw: &RawConfig, p: &mut Vec<String>) -> BayesSettings {
     if b.max_tokens < 1000 {
         p.push("bayes.max_tokens: must be at least 1000".into());
     }
-    let live = if b.enabled {
+    let live = if b.enabled && raw.shared.bayes != "redis" {
         match BayesLive::open(&dir, params) {
             Ok(live) => Some(Arc::new(live)),
             Err(e) => {

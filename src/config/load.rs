@@ -95,8 +95,9 @@ fn read_sections(text: &str) -> Result<(RawConfig, Vec<String>), ConfigError> {
                 "clamd" => section!(clamd),
                 "rules" => section!(rules),
                 "dnsbl" => section!(dnsbl),
+                "shared" => section!(shared),
                 _ => problems.push(format!(
-                    "unknown section or key `{key}` (known: server, next_hop, scan, levels, scores, log, metrics, bayes, model, auth, origin, dkim, actions, lists, ratelimit, quarantine, policy, local_domains, policy_service, content, clamd, rules, dnsbl)"
+                    "unknown section or key `{key}` (known: server, next_hop, scan, levels, scores, log, metrics, bayes, model, auth, origin, dkim, actions, lists, ratelimit, quarantine, policy, local_domains, policy_service, content, clamd, rules, dnsbl, shared)"
                 )),
             }
     }

@@ -21,6 +21,7 @@ mod postfix;
 pub mod raw;
 mod raw_content;
 mod raw_policyd;
+mod raw_shared;
 mod rules;
 mod service;
 

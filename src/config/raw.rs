@@ -55,6 +55,8 @@ pub struct RawConfig {
     pub rules: super::raw_content::RawRules,
     /// `[dnsbl]`: DNS block lists.
     pub dnsbl: super::raw_content::RawDnsbl,
+    /// `[shared]`: state shared by several filterd hosts.
+    pub shared: super::raw_shared::RawShared,
 }
 
 /// `[actions]`: destinies of the default policy (amavisd-new's `final_spam_destiny`,

@@ -3,13 +3,14 @@
 
 use super::check::{addresses, networks, positive};
 use super::raw::RawConfig;
+use crate::model::bayes_redis::RedisBayes;
 use crate::policy::LocalDomains;
 use crate::policyd::allowlist::Allowlist;
 use crate::policyd::greylist::GreylistSettings;
 use crate::policyd::login::LoginMap;
 use crate::policyd::spf::{SpfAct, SpfPolicy};
 use crate::policyd::{LimitAction, PolicySettings};
-use crate::state::EmbeddedState;
+use crate::state::{EmbeddedState, RedisStore, Store};
 use ipnet::IpNet;
 use std::path::Path;
 use std::sync::Arc;
@@ -70,17 +71,73 @@ pub(super) fn build_local(raw: &RawConfig, p: &mut Vec<String>) -> LocalSettings
     }
 }
 
-/// The state store of the guard and greylist: `policy.state` in the state directory.
-pub(super) fn build_state(raw: &RawConfig, dir: &Path, p: &mut Vec<String>) -> Arc<EmbeddedState> {
+/// The Redis server of `[shared]`, when a store uses it (nothing is connected yet).
+pub(super) fn build_redis(raw: &RawConfig, p: &mut Vec<String>) -> Option<Arc<RedisStore>> {
+    let s = &raw.shared;
+    positive("shared.timeout_ms", s.timeout_ms, p);
+    for (key, value) in [("shared.state", &s.state), ("shared.bayes", &s.bayes)] {
+        if !matches!(value.as_str(), "embedded" | "redis") {
+            p.push(format!("{key}: `{value}` is not one of embedded, redis"));
+        }
+    }
+    let used = s.state == "redis" || s.bayes == "redis";
+    if !used {
+        return None;
+    }
+    if s.redis_url.is_empty() {
+        p.push("shared: a store on \"redis\" needs shared.redis_url".into());
+        return None;
+    }
+    let max_age = raw
+        .policy_service
+        .greylist
+        .max_age_days
+        .saturating_mul(86_400);
+    let timeout = std::time::Duration::from_millis(s.timeout_ms.max(1));
+    match RedisStore::new(&s.redis_url, &s.key_prefix, timeout, max_age) {
+        Ok(r) => Some(Arc::new(r)),
+        Err(e) => {
+            p.push(format!("shared.redis_url: {e}"));
+            None
+        }
+    }
+}
+
+/// The state store of the guard and greylist: `policy.state` in the state directory, or
+/// Redis (`[shared] state = "redis"`).
+pub(super) fn build_state(
+    raw: &RawConfig,
+    dir: &Path,
+    redis: Option<&Arc<RedisStore>>,
+    p: &mut Vec<String>,
+) -> Store {
+    if let (Some(r), "redis") = (redis, raw.shared.state.as_str()) {
+        return Store::Redis(r.clone());
+    }
     let g = &raw.policy_service.greylist;
     let max_age = g.max_age_days.saturating_mul(86_400);
     match EmbeddedState::open(&dir.join("policy.state"), g.max_entries, max_age) {
-        Ok(s) => Arc::new(s),
+        Ok(s) => Store::Embedded(Arc::new(s)),
         Err(e) => {
             p.push(format!("state: {e}"));
-            Arc::new(EmbeddedState::in_memory(g.max_entries, max_age))
+            Store::Embedded(Arc::new(EmbeddedState::in_memory(g.max_entries, max_age)))
         }
     }
+}
+
+/// The Bayes store in Redis, when `[shared] bayes = "redis"` and Bayes is on.
+pub(super) fn build_bayes_redis(
+    raw: &RawConfig,
+    redis: Option<&Arc<RedisStore>>,
+    params: crate::model::bayes::BayesParams,
+    p: &mut Vec<String>,
+) -> Option<Arc<RedisBayes>> {
+    let redis = redis.filter(|_| raw.shared.bayes == "redis" && raw.bayes.enabled)?;
+    if raw.bayes.autolearn {
+        p.push("bayes.autolearn: not available with [shared] bayes = \"redis\" yet; learn with filtertrain --config".into());
+    }
+    let ttl = raw.shared.bayes_token_ttl_days.saturating_mul(86_400);
+    Some(Arc::new(RedisBayes::new(redis.clone(), params, ttl)))
 }
 
 /// `[policy_service]`, when enabled.
@@ -302,5 +359,36 @@ mod tests {
             "{}",
             c.local.summary
         );
+    }
+
+    #[test]
+    fn shared_state_settings_are_checked_and_redis_is_not_needed_to_start() {
+        let c =
+            config("[shared]\nredis_url = \"redis://127.0.0.1:1/0\"\nstate = \"redis\"\n").unwrap();
+        assert_eq!(c.state.describe(), "redis redis://127.0.0.1:1/0");
+        assert!(c.state.embedded().is_none());
+        let e = config("[shared]\nstate = \"redis\"\ntimeout_ms = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("shared: a store on \"redis\" needs shared.redis_url"),
+            "{e}"
+        );
+        assert!(e.contains("shared.timeout_ms"), "{e}");
+        let e = config("[shared]\nstate = \"memcached\"\nguard_on_error = \"maybe\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[shared]") && e.contains("maybe"), "{e}");
+        let e = config("[shared]\nstate = \"memcached\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("shared.state: `memcached` is not one of embedded, redis"),
+            "{e}"
+        );
+        let e = config("[shared]\nredis_url = \"nonsense\"\nstate = \"redis\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("shared.redis_url: nonsense"), "{e}");
     }
 }

@@ -3,5 +3,6 @@
 
 pub mod bayes;
 pub mod bayes_live;
+pub mod bayes_redis;
 pub mod bayes_store;
 pub mod onnx;

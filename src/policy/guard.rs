@@ -6,13 +6,16 @@
 //! quarantined (reason `ratelimit`) instead of relayed; one warning per key and window.
 //!
 //! The content filter counts ([`Guard::count`]); the policy service asks the same counters
-//! before queueing ([`Guard::over`]). Counters are behind [`Counters`] so a shared store
-//! can back them; time is [`crate::clock::tokio_unix`], so tests pause it.
+//! before queueing ([`Guard::over`]). Counters are in a [`Store`], this host's or Redis
+//! shared by several (all of a message's keys in one request); when the shared one cannot
+//! answer, the guard fails open (mail passes uncounted, an error line a minute) or closed
+//! (outbound mail is held) as `[shared] guard_on_error` says. Time is
+//! [`crate::clock::tokio_unix`], so tests pause it.
 
 use super::{LocalDomains, Policies};
 use crate::auth::origin::{Origin, OriginPolicy};
 use crate::smtp::envelope::Envelope;
-use crate::state::Counters;
+use crate::state::Store;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -94,9 +97,26 @@ pub fn client_class(ip: Option<IpAddr>, local: bool) -> &'static str {
     }
 }
 
+/// What the guard does when its store cannot answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Mail passes uncounted; an error line a minute.
+    #[default]
+    Open,
+    /// Outbound mail is treated as over its limit (held).
+    Closed,
+}
+
+/// The key reported when the store cannot answer and the guard fails closed.
+pub const UNAVAILABLE_KEY: &str = "state store unavailable";
+
 /// The guard: counters plus the once-per-window warning.
 pub struct Guard {
-    counters: Arc<dyn Counters>,
+    counters: Store,
+    on_error: OnError,
+    /// When the last "store unavailable" line was written.
+    complained: Mutex<Option<u64>>,
     warned: Mutex<HashMap<String, u64>>,
     local: Arc<LocalDomains>,
     origin: OriginPolicy,
@@ -111,9 +131,7 @@ impl std::fmt::Debug for Guard {
 
 impl Default for Guard {
     fn default() -> Self {
-        Guard::new(Arc::new(crate::state::EmbeddedState::in_memory(
-            100_000, 86_400,
-        )))
+        Guard::new(Store::default())
     }
 }
 
@@ -138,7 +156,7 @@ fn counted<'a>(limit: &RateLimit, keys: &'a Keys) -> Vec<(&'static str, &'a str,
 
 impl Guard {
     /// A guard over `counters`, with no local domains known.
-    pub fn new(counters: Arc<dyn Counters>) -> Self {
+    pub fn new(counters: Store) -> Self {
         let none = Arc::new(Policies { all: vec![] });
         Self::scoped(counters, Arc::default(), OriginPolicy::default(), none)
     }
@@ -146,13 +164,15 @@ impl Guard {
     /// A guard over `counters` for `policies` that tells outbound from local recipients by
     /// `local` and relayed from our own clients by `origin`.
     pub fn scoped(
-        counters: Arc<dyn Counters>,
+        counters: Store,
         local: Arc<LocalDomains>,
         origin: OriginPolicy,
         policies: Arc<Policies>,
     ) -> Self {
         Guard {
             counters,
+            on_error: OnError::default(),
+            complained: Mutex::new(None),
             warned: Mutex::new(HashMap::new()),
             local,
             origin,
@@ -160,10 +180,16 @@ impl Guard {
         }
     }
 
+    /// What to do when the store cannot answer.
+    pub fn with_on_error(mut self, on_error: OnError) -> Self {
+        self.on_error = on_error;
+        self
+    }
+
     /// Count the message of `env` from `origin` under the policies (from `chosen`, one per
     /// recipient; missing = the default) of its outbound recipients; returns the policies
     /// it is over, with the key. Relayed mail is recognised only with local domains known.
-    pub fn count_message(
+    pub async fn count_message(
         &self,
         env: &Envelope,
         origin: &Origin,
@@ -179,12 +205,13 @@ impl Guard {
         let relay = self.local.known() && self.origin.is_relay(origin);
         let keys = Keys::of(origin, &env.sender, relay);
         self.count(&self.policies, &outbound, &keys, &env.sender)
+            .await
     }
 
     /// Without counting: the key already at its limit for mail from `origin` with
     /// `sender` to `recipient`, if it is outbound (the policy service asks this before
     /// queueing; the same rule as [`Guard::count_message`]).
-    pub fn at_limit(&self, origin: &Origin, sender: &str, recipient: &str) -> Option<String> {
+    pub async fn at_limit(&self, origin: &Origin, sender: &str, recipient: &str) -> Option<String> {
         let originating = self.origin.is_originating(origin);
         let default = self.policies.default_index();
         let rcpt = std::iter::once(recipient);
@@ -197,11 +224,12 @@ impl Guard {
         let policy = &self.policies.all[p];
         let limit = policy.rate_limit.as_ref()?;
         self.over(&policy.name, limit, &Keys::of(origin, sender, relay))
+            .await
     }
 
     /// Count one message of policy `policy` from `sender` and say which key is over its
     /// limit, if any.
-    pub fn check(
+    pub async fn check(
         &self,
         policy: &str,
         limit: &RateLimit,
@@ -210,13 +238,20 @@ impl Guard {
     ) -> Option<String> {
         let now = crate::clock::tokio_unix();
         let window = limit.window.as_secs();
+        let counted = counted(limit, keys);
+        let names: Vec<String> = counted
+            .iter()
+            .map(|(kind, value, _)| format!("{policy}/{kind}/{value}"))
+            .collect();
+        let counts = match self.counters.hit_all(&names, window, now, sender).await {
+            Ok(c) => c,
+            Err(e) => return self.unavailable(&e, now),
+        };
         let mut over = None;
-        for (kind, value, max) in counted(limit, keys) {
-            let key = format!("{policy}/{kind}/{value}");
-            let c = self.counters.hit(&key, window, now, sender);
-            if c.count > max && over.is_none() {
+        for ((kind, value, max), (key, c)) in counted.iter().zip(names.iter().zip(&counts)) {
+            if c.count > *max && over.is_none() {
                 over = Some(format!("{kind} {value}"));
-                self.warn_once(&key, limit, max, &c, sender, now);
+                self.warn_once(key, limit, *max, c, sender, now);
             }
         }
         over
@@ -224,22 +259,42 @@ impl Guard {
 
     /// Without counting: the key that is already at its limit for policy `policy`, if any
     /// (the policy service refuses the next message before it is queued).
-    pub fn over(&self, policy: &str, limit: &RateLimit, keys: &Keys) -> Option<String> {
+    pub async fn over(&self, policy: &str, limit: &RateLimit, keys: &Keys) -> Option<String> {
         let now = crate::clock::tokio_unix();
         let window = limit.window.as_secs();
-        counted(limit, keys)
-            .into_iter()
-            .find_map(|(kind, value, max)| {
-                let n = self
-                    .counters
-                    .peek(&format!("{policy}/{kind}/{value}"), window, now);
-                (n >= max).then(|| format!("{kind} {value}"))
-            })
+        let counted = counted(limit, keys);
+        let names: Vec<String> = counted
+            .iter()
+            .map(|(kind, value, _)| format!("{policy}/{kind}/{value}"))
+            .collect();
+        let counts = match self.counters.peek_all(&names, window, now).await {
+            Ok(c) => c,
+            Err(e) => return self.unavailable(&e, now),
+        };
+        counted
+            .iter()
+            .zip(counts)
+            .find_map(|((kind, value, max), n)| (n >= *max).then(|| format!("{kind} {value}")))
+    }
+
+    /// The store did not answer: nothing is over (open) or everything is (closed), with an
+    /// error line at most once a minute.
+    fn unavailable(&self, e: &crate::state::Unavailable, now: u64) -> Option<String> {
+        let mut last = self.complained.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|at| now.saturating_sub(at) >= 60) {
+            *last = Some(now);
+            let effect = match self.on_error {
+                OnError::Open => "outbound mail passes uncounted",
+                OnError::Closed => "outbound mail is held (reason ratelimit)",
+            };
+            tracing::error!(error = %e, on_error = ?self.on_error, "outbound guard cannot count: {effect}");
+        }
+        (self.on_error == OnError::Closed).then(|| UNAVAILABLE_KEY.to_string())
     }
 
     /// Count one message once for each distinct policy in `chosen` (indices into
     /// `policies`) that has a limit; returns the policies it is over, with the key.
-    pub fn count(
+    pub async fn count(
         &self,
         policies: &Policies,
         chosen: &[usize],
@@ -255,7 +310,7 @@ impl Guard {
             seen.push(p);
             let policy = &policies.all[p];
             if let Some(limit) = &policy.rate_limit
-                && let Some(key) = self.check(&policy.name, limit, keys, sender)
+                && let Some(key) = self.check(&policy.name, limit, keys, sender).await
             {
                 over.push((p, key));
             }
@@ -323,30 +378,36 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn trips_exactly_at_the_limit_and_resets_after_the_window() {
         let g = Guard::default();
-        let check = |k: &Keys| g.check("p", &limit(), k, "");
+        let check = |k: Keys| {
+            let g = &g;
+            async move { g.check("p", &limit(), &k, "").await }
+        };
         for _ in 0..3 {
-            assert_eq!(check(&keys("a@x.test")), None);
+            assert_eq!(check(keys("a@x.test")).await, None);
         }
         assert_eq!(
-            g.over("p", &limit(), &keys("a@x.test")).as_deref(),
+            g.over("p", &limit(), &keys("a@x.test")).await.as_deref(),
             Some("sender a@x.test")
         );
-        assert_eq!(check(&keys("a@x.test")).as_deref(), Some("sender a@x.test"));
+        assert_eq!(
+            check(keys("a@x.test")).await.as_deref(),
+            Some("sender a@x.test")
+        );
         // A different sender from the same client is over through the client key.
         assert_eq!(
-            check(&keys("b@x.test")).as_deref(),
+            check(keys("b@x.test")).await.as_deref(),
             Some("client 192.0.2.1")
         );
         tokio::time::advance(Duration::from_secs(599)).await;
-        assert!(check(&keys("a@x.test")).is_some());
+        assert!(check(keys("a@x.test")).await.is_some());
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(g.over("p", &limit(), &keys("a@x.test")), None);
+        assert_eq!(g.over("p", &limit(), &keys("a@x.test")).await, None);
         for _ in 0..3 {
-            assert_eq!(check(&keys("a@x.test")), None);
+            assert_eq!(check(keys("a@x.test")).await, None);
         }
-        assert!(check(&keys("a@x.test")).is_some());
+        assert!(check(keys("a@x.test")).await.is_some());
         // Another policy counts apart.
-        assert_eq!(g.check("q", &limit(), &keys("a@x.test"), ""), None);
+        assert_eq!(g.check("q", &limit(), &keys("a@x.test"), "").await, None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -358,16 +419,19 @@ mod tests {
             ..limit()
         };
         for _ in 0..10 {
-            assert_eq!(g.check("p", &l, &keys("a@x.test"), ""), None);
+            assert_eq!(g.check("p", &l, &keys("a@x.test"), "").await, None);
         }
         let user = Keys {
             user: Some("bob".into()),
             ..Keys::default()
         };
         for _ in 0..3 {
-            assert_eq!(g.check("p", &l, &user, ""), None);
+            assert_eq!(g.check("p", &l, &user, "").await, None);
         }
-        assert_eq!(g.check("p", &l, &user, "").as_deref(), Some("user bob"));
+        assert_eq!(
+            g.check("p", &l, &user, "").await.as_deref(),
+            Some("user bob")
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -380,12 +444,12 @@ mod tests {
         };
         let ours = Keys::of(&origin, "a@x.test", false);
         assert_eq!((ours.client.as_deref(), ours.relay), (None, None));
-        let over = (0..5)
-            .map(|i| {
-                let sender = format!("random{i}@made-up.test");
-                g.check("p", &limit(), &Keys::of(&origin, &sender, true), &sender)
-            })
-            .collect::<Vec<_>>();
+        let mut over = vec![];
+        for i in 0..5 {
+            let sender = format!("random{i}@made-up.test");
+            let keys = Keys::of(&origin, &sender, true);
+            over.push(g.check("p", &limit(), &keys, &sender).await);
+        }
         assert_eq!(over[..3], [None, None, None]);
         assert_eq!(over[3].as_deref(), Some("client 127.0.0.1"));
         let by_class = RateLimit {
@@ -394,6 +458,7 @@ mod tests {
         };
         assert_eq!(
             g.check("p", &by_class, &Keys::of(&origin, "new@x.test", true), "")
+                .await
                 .as_deref(),
             Some("relay loopback")
         );
@@ -407,12 +472,34 @@ mod tests {
             total: 2,
             ..limit()
         };
-        assert_eq!(g.check("p", &l, &keys("a@x.test"), ""), None);
-        assert_eq!(g.check("p", &l, &keys("b@y.test"), ""), None);
+        assert_eq!(g.check("p", &l, &keys("a@x.test"), "").await, None);
+        assert_eq!(g.check("p", &l, &keys("b@y.test"), "").await, None);
         assert_eq!(
-            g.check("p", &l, &keys("c@z.test"), "").as_deref(),
+            g.check("p", &l, &keys("c@z.test"), "").await.as_deref(),
             Some("total outbound")
         );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_fails_open_or_closed_as_configured() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_or(9, |a| a.port());
+        let url = format!("redis://127.0.0.1:{port}/0");
+        let dead = || {
+            let r = crate::state::RedisStore::new(&url, "t:", Duration::from_millis(200), 60);
+            Store::Redis(Arc::new(r.unwrap()))
+        };
+        let open = Guard::new(dead());
+        for _ in 0..5 {
+            assert_eq!(open.check("p", &limit(), &keys("a@x.test"), "").await, None);
+        }
+        assert_eq!(open.over("p", &limit(), &keys("a@x.test")).await, None);
+        let closed = Guard::new(dead()).with_on_error(OnError::Closed);
+        let held = closed.check("p", &limit(), &keys("a@x.test"), "").await;
+        assert_eq!(held.as_deref(), Some(UNAVAILABLE_KEY));
+        let refused = closed.over("p", &limit(), &keys("a@x.test")).await;
+        assert_eq!(refused.as_deref(), Some(UNAVAILABLE_KEY));
     }
 
     #[test]

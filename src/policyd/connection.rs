@@ -102,7 +102,7 @@ mod tests {
     use tokio::io::duplex;
 
     fn service() -> PolicyService {
-        let state = Arc::new(EmbeddedState::in_memory(1000, 86_400));
+        let state = crate::state::Store::Embedded(Arc::new(EmbeddedState::in_memory(1000, 86_400)));
         let settings = PolicySettings {
             listen: vec![],
             max_connections: 4,
@@ -131,8 +131,8 @@ mod tests {
         PolicyService::new(
             settings,
             Shared {
-                greylist: state.clone(),
-                counters: state,
+                state,
+                guard_on_error: Default::default(),
                 policies,
                 local: Default::default(),
                 origin: OriginPolicy::default(),

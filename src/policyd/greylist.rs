@@ -6,7 +6,7 @@
 //! digit runs as `#`, so VERP and SRS senders keep one triplet).
 
 use super::allowlist::Allowlist;
-use crate::state::{Greylist, Triplet};
+use crate::state::{Store, Triplet, Unavailable};
 use std::net::IpAddr;
 
 /// The settings.
@@ -90,10 +90,11 @@ pub fn normalise_sender(sender: &str) -> String {
 }
 
 impl GreylistSettings {
-    /// Greylist one recipient at `now` (Unix seconds).
-    pub fn check(
+    /// Greylist one recipient at `now` (Unix seconds). A store that cannot answer (Redis
+    /// down) lets the mail pass: greylisting is a delay, never a reason to lose mail.
+    pub async fn check(
         &self,
-        store: &dyn Greylist,
+        store: &Store,
         ip: IpAddr,
         client_name: &str,
         sender: &str,
@@ -106,9 +107,26 @@ impl GreylistSettings {
         if self.recipients.recipient_allowed(recipient) {
             return Grey::Allowed("recipient allow-list");
         }
+        match self.triplet(store, ip, sender, recipient, now).await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::debug!(error = %e, "greylist store unavailable: passing");
+                Grey::Allowed("store-unavailable")
+            }
+        }
+    }
+
+    async fn triplet(
+        &self,
+        store: &Store,
+        ip: IpAddr,
+        sender: &str,
+        recipient: &str,
+        now: u64,
+    ) -> Result<Grey, Unavailable> {
         let net = network(ip, self.ipv4_prefix, self.ipv6_prefix);
-        if self.auto_allowlist_after > 0 && store.passes(&net) >= self.auto_allowlist_after {
-            return Grey::Allowed("auto-allowlist");
+        if self.auto_allowlist_after > 0 && store.passes(&net).await? >= self.auto_allowlist_after {
+            return Ok(Grey::Allowed("auto-allowlist"));
         }
         let key = format!(
             "{net}/{}/{}",
@@ -120,32 +138,30 @@ impl GreylistSettings {
             last: now,
             passed: false,
         };
-        let record = store.get(&key).filter(|t| {
+        let record = store.get(&key).await?.filter(|t| {
             now.saturating_sub(t.last) <= self.max_age
                 && (t.passed || now.saturating_sub(t.first) <= self.retry_window)
         });
         let Some(t) = record else {
-            store.put(&key, fresh);
-            return Grey::Defer(self.delay);
+            store.put(&key, fresh).await?;
+            return Ok(Grey::Defer(self.delay));
         };
         let waited = now.saturating_sub(t.first);
         if !t.passed && waited < self.delay {
-            store.put(&key, Triplet { last: now, ..t });
-            return Grey::Defer(self.delay - waited);
+            store.put(&key, Triplet { last: now, ..t }).await?;
+            return Ok(Grey::Defer(self.delay - waited));
         }
-        store.put(
-            &key,
-            Triplet {
-                last: now,
-                passed: true,
-                ..t
-            },
-        );
+        let passed = Triplet {
+            last: now,
+            passed: true,
+            ..t
+        };
+        store.put(&key, passed).await?;
         if t.passed {
-            Grey::Pass(None)
+            Ok(Grey::Pass(None))
         } else {
-            store.add_pass(&net, now);
-            Grey::Pass(Some(waited))
+            store.add_pass(&net, now).await?;
+            Ok(Grey::Pass(Some(waited)))
         }
     }
 
@@ -161,7 +177,8 @@ impl GreylistSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::EmbeddedState;
+    use crate::state::{EmbeddedState, Store};
+    use std::sync::Arc;
 
     fn settings() -> GreylistSettings {
         GreylistSettings {
@@ -199,23 +216,33 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn defer_then_pass_after_the_delay_then_auto_allowlist() {
         let s = settings();
-        let store = EmbeddedState::in_memory(1000, s.max_age);
+        let store = Store::Embedded(Arc::new(EmbeddedState::in_memory(1000, s.max_age)));
         let ip: IpAddr = "192.0.2.10".parse().unwrap();
         let other: IpAddr = "192.0.2.200".parse().unwrap();
         let now = || crate::clock::tokio_unix();
         let t0 = now();
-        let check = |ip, rcpt: &str| s.check(&store, ip, "unknown", "a@x.test", rcpt, now());
-        assert_eq!(check(ip, "u1@y.test"), Grey::Defer(300));
+        let check = |ip, rcpt: &'static str| {
+            let (s, store) = (&s, &store);
+            async move { s.check(store, ip, "unknown", "a@x.test", rcpt, now()).await }
+        };
+        assert_eq!(check(ip, "u1@y.test").await, Grey::Defer(300));
         tokio::time::advance(std::time::Duration::from_secs(100)).await;
-        assert_eq!(check(other, "u1@y.test"), Grey::Defer(200), "the same /24");
+        assert_eq!(
+            check(other, "u1@y.test").await,
+            Grey::Defer(200),
+            "the same /24"
+        );
         tokio::time::advance(std::time::Duration::from_secs(200)).await;
         assert_eq!(now() - t0, 300);
-        assert_eq!(check(ip, "u1@y.test"), Grey::Pass(Some(300)));
-        assert_eq!(check(ip, "u1@y.test"), Grey::Pass(None));
-        assert_eq!(check(ip, "u2@y.test"), Grey::Defer(300));
+        assert_eq!(check(ip, "u1@y.test").await, Grey::Pass(Some(300)));
+        assert_eq!(check(ip, "u1@y.test").await, Grey::Pass(None));
+        assert_eq!(check(ip, "u2@y.test").await, Grey::Defer(300));
         tokio::time::advance(std::time::Duration::from_secs(300)).await;
-        assert_eq!(check(ip, "u2@y.test"), Grey::Pass(Some(300)));
-        assert_eq!(check(ip, "u3@y.test"), Grey::Allowed("auto-allowlist"));
+        assert_eq!(check(ip, "u2@y.test").await, Grey::Pass(Some(300)));
+        assert_eq!(
+            check(ip, "u3@y.test").await,
+            Grey::Allowed("auto-allowlist")
+        );
         assert_eq!(
             s.defer_text("u@y.test", 42),
             "Greylisted for 42 seconds at y.test"
@@ -225,9 +252,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_retry_after_the_window_or_the_max_age_starts_over() {
         let s = settings();
-        let store = EmbeddedState::in_memory(1000, s.max_age);
+        let store = Store::Embedded(Arc::new(EmbeddedState::in_memory(1000, s.max_age)));
         let ip: IpAddr = "198.51.100.1".parse().unwrap();
-        let check = || {
+        let check = || async {
             s.check(
                 &store,
                 ip,
@@ -236,13 +263,32 @@ mod tests {
                 "u@y.test",
                 crate::clock::tokio_unix(),
             )
+            .await
         };
-        assert_eq!(check(), Grey::Defer(300));
+        assert_eq!(check().await, Grey::Defer(300));
         tokio::time::advance(std::time::Duration::from_secs(3 * 86_400)).await;
-        assert_eq!(check(), Grey::Defer(300), "past the retry window");
+        assert_eq!(check().await, Grey::Defer(300), "past the retry window");
         tokio::time::advance(std::time::Duration::from_secs(300)).await;
-        assert_eq!(check(), Grey::Pass(Some(300)));
+        assert_eq!(check().await, Grey::Pass(Some(300)));
         tokio::time::advance(std::time::Duration::from_secs(36 * 86_400)).await;
-        assert_eq!(check(), Grey::Defer(300), "forgotten after max_age");
+        assert_eq!(check().await, Grey::Defer(300), "forgotten after max_age");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_lets_mail_pass() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_or(9, |a| a.port());
+        let url = format!("redis://127.0.0.1:{port}/0");
+        let dead =
+            crate::state::RedisStore::new(&url, "t:", std::time::Duration::from_millis(200), 60);
+        let store = Store::Redis(Arc::new(dead.unwrap()));
+        let ip: IpAddr = "192.0.2.10".parse().unwrap();
+        for _ in 0..2 {
+            let g = settings()
+                .check(&store, ip, "unknown", "a@x.test", "u@y.test", 1)
+                .await;
+            assert_eq!(g, Grey::Allowed("store-unavailable"));
+        }
     }
 }

@@ -21,7 +21,7 @@ pub mod spf;
 use crate::auth::Verifier;
 use crate::auth::origin::{Origin, OriginPolicy};
 use crate::policy::{Guard, LocalDomains, Policies};
-use crate::state::Greylist;
+use crate::state::Store;
 use greylist::{Grey, GreylistSettings};
 use ipnet::IpNet;
 use login::LoginMap;
@@ -89,7 +89,7 @@ impl Answer {
 pub struct PolicyService {
     /// The settings.
     pub settings: PolicySettings,
-    greylist: Arc<dyn Greylist>,
+    greylist: Store,
     guard: Guard,
     verifier: Option<Arc<Verifier>>,
     hostname: String,
@@ -99,10 +99,10 @@ pub struct PolicyService {
 
 /// The parts of the filter's configuration the service shares.
 pub struct Shared {
-    /// Greylist triplets.
-    pub greylist: Arc<dyn Greylist>,
-    /// The counters of the outbound guard.
-    pub counters: Arc<dyn crate::state::Counters>,
+    /// Greylist triplets and the counters of the outbound guard.
+    pub state: Store,
+    /// What the guard does when a shared store cannot answer.
+    pub guard_on_error: crate::policy::guard::OnError,
     /// Policy banks (their rate limits).
     pub policies: Arc<Policies>,
     /// Local domains.
@@ -120,13 +120,9 @@ impl PolicyService {
     pub fn new(settings: PolicySettings, shared: Shared) -> Self {
         PolicyService {
             settings,
-            greylist: shared.greylist,
-            guard: Guard::scoped(
-                shared.counters,
-                shared.local,
-                shared.origin,
-                shared.policies,
-            ),
+            greylist: shared.state.clone(),
+            guard: Guard::scoped(shared.state, shared.local, shared.origin, shared.policies)
+                .with_on_error(shared.guard_on_error),
             verifier: shared.verifier,
             hostname: shared.hostname,
             prepended: Mutex::new(VecDeque::new()),
@@ -161,7 +157,7 @@ impl PolicyService {
             return Ok(dunno());
         }
         if let Some(action) = self.settings.limits
-            && let Some(key) = self.over_limit(ip, sasl, sender, rcpt)
+            && let Some(key) = self.over_limit(ip, sasl, sender, rcpt).await
         {
             let text = match action {
                 LimitAction::Defer => "DEFER_IF_PERMIT 4.7.1",
@@ -207,7 +203,7 @@ impl PolicyService {
         if let Some(g) = &self.settings.greylist {
             let now = crate::clock::tokio_unix();
             let name = req.get("client_name");
-            match g.check(self.greylist.as_ref(), ip, name, sender, rcpt, now) {
+            match g.check(&self.greylist, ip, name, sender, rcpt, now).await {
                 Grey::Defer(left) => {
                     detail.push(format!("greylist=defer, {left} s left"));
                     // As postgrey answers: Postfix replies 450 4.2.0 (other mailbox status).
@@ -250,7 +246,7 @@ impl PolicyService {
     }
 
     /// The guard's key already at its limit for mail from this client to `rcpt`.
-    fn over_limit(
+    async fn over_limit(
         &self,
         ip: Option<IpAddr>,
         sasl: &str,
@@ -264,6 +260,6 @@ impl PolicyService {
             sasl_user: (!sasl.is_empty()).then(|| sasl.to_string()),
             ..Origin::default()
         };
-        self.guard.at_limit(&origin, sender, rcpt)
+        self.guard.at_limit(&origin, sender, rcpt).await
     }
 }

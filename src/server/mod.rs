@@ -143,8 +143,8 @@ impl Server {
         let service = Arc::new(crate::policyd::PolicyService::new(
             settings,
             crate::policyd::Shared {
-                greylist: c.state.clone(),
-                counters: c.state.clone(),
+                state: c.state.clone(),
+                guard_on_error: c.guard_on_error,
                 policies: c.policies.clone(),
                 local: c.local.domains.clone(),
                 origin: c.auth.origin.clone(),
@@ -240,7 +240,11 @@ impl Server {
             self.policy_listeners,
             &allow,
         ));
-        let saver = tokio::spawn(maintenance::state_loop(self.config.state.clone()));
+        let saver = self
+            .config
+            .state
+            .embedded()
+            .map(|s| tokio::spawn(maintenance::state_loop(s.clone())));
         let metrics_addr = Self::start_metrics(&self.config, self.metrics_listener, &mut loops);
         tracing::info!("{}", self.config.local.summary);
         let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
@@ -251,13 +255,16 @@ impl Server {
             metrics_listen = %metrics_addr,
             model = %self.config.model.as_ref().map_or("off".into(), |m| m.path().display().to_string()),
             state_dir = %self.config.bayes_dir.display(),
+            shared_state = %self.config.state.describe(),
             "filterd {} ready",
             env!("CARGO_PKG_VERSION")
         );
         notify::notify("READY=1");
         shutdown.await;
         notify::notify("STOPPING=1");
-        saver.abort();
+        if let Some(saver) = saver {
+            saver.abort();
+        }
         rules.abort();
         if let Some(h) = hupper {
             h.abort();
@@ -282,7 +289,9 @@ impl Server {
             ),
         }
         pool.close_idle().await;
-        maintenance::save_state(&self.config.state).await;
+        if let Some(state) = self.config.state.embedded() {
+            maintenance::save_state(state).await;
+        }
         if let Some(live) = self.config.bayes.clone() {
             maintenance::flush_learned(live, max_tokens).await;
         }

@@ -337,6 +337,7 @@ fn run(case: &Case, bayes: Option<Arc<BayesLive>>, at: &str) -> Vec<&'static str
         features: &features,
         auth: case.auth.as_ref(),
         virus_unchecked: case.clamd.as_deref() == Some("failed"),
+        bayes: None,
     };
     registry.run(&input).names().to_vec()
 }

@@ -20,5 +20,6 @@ mod relay;
 mod rules;
 mod service;
 mod session;
+mod shared;
 mod train;
 mod util;

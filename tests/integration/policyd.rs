@@ -320,14 +320,19 @@ async fn the_tunnel_flood_is_held_by_the_content_filter_without_the_policy_servi
 }
 
 /// One request to the policy service over TCP; the action line.
-async fn ask(addr: SocketAddr, client: &str, rcpt: &str) -> String {
+pub(crate) async fn ask(addr: SocketAddr, client: &str, rcpt: &str) -> String {
+    ask_as(addr, client, "a@remote.test", rcpt).await
+}
+
+/// [`ask`] for mail from `sender`.
+pub(crate) async fn ask_as(addr: SocketAddr, client: &str, sender: &str, rcpt: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
         .expect("policy connect");
     let req = format!(
         "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address={client}\n\
-         client_name=unknown\nsender=a@remote.test\nrecipient={rcpt}\n\n"
+         client_name=unknown\nsender={sender}\nrecipient={rcpt}\n\n"
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = String::new();

@@ -57,6 +57,7 @@ fn hits_of(case_model: Option<&str>, msg: &[u8], now: i64, case: Option<&Case>) 
         features: &features,
         auth,
         virus_unchecked: false,
+        bayes: None,
     };
     let mut hits = registry.run(&input);
     let scoring = shipped();

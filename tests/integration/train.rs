@@ -24,7 +24,7 @@ const HAM_WORDS: &[&str] = &[
 ];
 
 /// A synthetic message: `words` with some variety, so each message is distinct.
-fn synthetic(i: usize, spam: bool) -> String {
+pub(crate) fn synthetic(i: usize, spam: bool) -> String {
     let words = if spam { SPAM_WORDS } else { HAM_WORDS };
     let body: Vec<&str> = (0..40)
         .map(|k| words[(i * 7 + k * 3) % words.len()])
@@ -42,7 +42,12 @@ fn synthetic(i: usize, spam: bool) -> String {
 }
 
 /// A maildir-like folder (`cur/`) of synthetic messages.
-fn folder(root: &Path, name: &str, spam: bool, range: std::ops::Range<usize>) -> PathBuf {
+pub(crate) fn folder(
+    root: &Path,
+    name: &str,
+    spam: bool,
+    range: std::ops::Range<usize>,
+) -> PathBuf {
     let dir = root.join(name);
     std::fs::create_dir_all(dir.join("cur")).unwrap();
     for i in range {

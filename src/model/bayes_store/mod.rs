@@ -329,6 +329,26 @@ impl Store {
         self.tokens.get(&token).copied()
     }
 
+    /// Every token with its counts (any order).
+    pub(crate) fn tokens_iter(&self) -> impl Iterator<Item = (u64, TokenCounts)> + '_ {
+        self.tokens.iter().map(|(t, c)| (*t, *c))
+    }
+
+    /// Every learned message with its class (any order).
+    pub(crate) fn seen_iter(&self) -> impl Iterator<Item = (u128, Class)> + '_ {
+        self.seen.iter().map(|(id, c)| (*id, *c))
+    }
+
+    /// Set one token's counts (a store read from elsewhere: Redis).
+    pub(crate) fn insert_token(&mut self, token: u64, counts: TokenCounts) {
+        self.tokens.insert(token, counts);
+    }
+
+    /// Record one learned message (a store read from elsewhere: Redis).
+    pub(crate) fn insert_seen(&mut self, id: u128, class: Class) {
+        self.seen.insert(id, class);
+    }
+
     /// Distinct tokens stored.
     pub fn ntokens(&self) -> usize {
         self.tokens.len()

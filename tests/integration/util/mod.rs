@@ -4,6 +4,7 @@
 pub mod dns;
 pub mod hop;
 pub mod postfix;
+pub mod redis;
 pub mod sink;
 
 use std::io::BufRead;
