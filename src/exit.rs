@@ -73,6 +73,7 @@ fn code_of(e: &anyhow::Error) -> u8 {
         Some(QuarantineError::Unknown(_) | QuarantineError::BadId(_)) => NOINPUT,
         Some(QuarantineError::Corrupt { .. }) => DATAERR,
         Some(QuarantineError::Io { .. }) => IOERR,
+        Some(QuarantineError::Database(_)) => TEMPFAIL,
         None => FAILURE,
     }
 }

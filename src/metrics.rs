@@ -71,6 +71,11 @@ pub struct Metrics {
     /// Checks cut short by the message's DNS budget, by check (`spf`, `dkim`, `arc`,
     /// `dmarc`, `dnsbl`).
     pub dns_budget_exceeded: IntCounterVec,
+    /// Requests to the shared stores, by store (`redis`, `postgresql`) and result (`ok`,
+    /// `error`); one Redis request is one round trip (a pipeline or a script call).
+    pub shared_requests: IntCounterVec,
+    /// Time of each Redis request.
+    pub redis_seconds: Histogram,
     /// Unix time of the last next-hop reply that was not an error, for `/healthz`.
     next_hop_ok: AtomicU64,
     /// Unix time of the last failure to reach the next hop.
@@ -184,6 +189,12 @@ impl Metrics {
                 "Checks cut short by the message's DNS time budget, by check",
                 &["check"],
             ),
+            shared_requests: counters(
+                "shared_store_requests_total",
+                "Requests to the shared stores (one Redis request is one round trip), by store and result",
+                &["store", "result"],
+            ),
+            redis_seconds: latency("redis_request_seconds", "Time of each Redis request"),
             next_hop_ok: AtomicU64::new(0),
             next_hop_failed: AtomicU64::new(0),
         };
@@ -216,6 +227,8 @@ impl Metrics {
             Box::new(self.dns_cache.clone()),
             Box::new(self.dnsbl_lookups.clone()),
             Box::new(self.dns_budget_exceeded.clone()),
+            Box::new(self.shared_requests.clone()),
+            Box::new(self.redis_seconds.clone()),
             Box::new(build),
         ];
         for c in collectors {

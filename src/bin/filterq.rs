@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use filterd::action::quarantine::{Entry, Quarantine, Release, id_header};
 use filterd::clock::unix_secs;
-use filterd::config::{RawConfig, load_raw, next_hop_of, quarantine_dir};
+use filterd::config::{RawConfig, load_raw, next_hop_of, quarantine_dir, quarantine_store};
 use filterd::exit::{self, Failure};
 use filterd::smtp::envelope::{MailParams, RcptParams, Recipient, Xforward};
 use filterd::smtp::relay::{NextHop, RelayConn, RelayError};
@@ -100,6 +100,13 @@ enum Cmd {
     },
 }
 
+fn invalid(e: impl std::fmt::Display) -> Failure {
+    fail(
+        exit::CONFIG,
+        anyhow::anyhow!("configuration is invalid:\n{e}"),
+    )
+}
+
 fn fail(code: u8, e: impl Into<anyhow::Error>) -> Failure {
     Failure::new(code, e)
 }
@@ -116,16 +123,10 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<u8, Failure> {
     let raw = match &args.config {
-        Some(path) => load_raw(path).map_err(|e| {
-            fail(
-                exit::CONFIG,
-                anyhow::anyhow!("configuration is invalid:\n{e}"),
-            )
-        })?,
+        Some(path) => load_raw(path).map_err(invalid)?,
         None => RawConfig::default(),
     };
-    let dir = args.dir.clone().unwrap_or_else(|| quarantine_dir(&raw));
-    let store = Quarantine::open(&dir)?;
+    let store = open_store(&args, &raw)?;
     let out = &mut std::io::stdout().lock();
     match args.command {
         Cmd::List {
@@ -372,6 +373,18 @@ fn print_entry(out: &mut impl std::io::Write, e: &Entry, msg: &[u8]) -> std::io:
     Ok(())
 }
 
+/// `--dir`, else the configuration's store: its directory, or the shared database.
+fn open_store(args: &Args, raw: &RawConfig) -> Result<Quarantine, Failure> {
+    let invalid = |e| invalid(e);
+    Ok(match &args.dir {
+        Some(dir) => Quarantine::open(dir)?,
+        None if raw.shared.quarantine != "directory" => {
+            quarantine_store(raw, "filterq").map_err(invalid)?
+        }
+        None => Quarantine::open(&quarantine_dir(raw))?,
+    })
+}
+
 /// Reinject through the next hop: XFORWARD-less MAIL with the original sender and BODY,
 /// the recipients, and the message with `X-Quarantine-ID: <ID>` on top.
 fn release(
@@ -394,12 +407,7 @@ fn release(
         ));
     }
     let msg = store.message(id)?;
-    let hop = next_hop_of(raw).map_err(|e| {
-        fail(
-            exit::CONFIG,
-            anyhow::anyhow!("configuration is invalid:\n{e}"),
-        )
-    })?;
+    let hop = next_hop_of(raw).map_err(invalid)?;
     let label = hop.label();
     let (params, rcpts) = envelope_of(&entry, to);
     let runtime = tokio::runtime::Builder::new_current_thread()

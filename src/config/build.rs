@@ -149,7 +149,7 @@ impl Config {
         positive("scan.max_passes", raw.scan.max_passes as u64, &mut p);
         positive("scan.max_scan_kb", raw.scan.max_scan_kb as u64, &mut p);
         let policies = super::policy::build_policies(&raw, &mut p);
-        let quarantine = super::policy::build_quarantine(&raw, &policies);
+        let quarantine = super::policy::build_quarantine(&raw, &policies, &hostname, &mut p);
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
             p.push(format!("log.level: `{}`: {e}", raw.log.level));
         }

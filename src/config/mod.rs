@@ -28,7 +28,7 @@ mod service;
 pub use build::{Config, Journald, ServerSettings, next_hop_of};
 pub use check::ConfigError;
 pub use load::load_raw;
-pub use policy::{QuarantineSettings, quarantine_dir};
+pub use policy::{QuarantineSettings, quarantine_dir, quarantine_store};
 pub use raw::*;
 pub use raw_content::*;
 pub use raw_policyd::*;

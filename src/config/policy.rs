@@ -3,7 +3,7 @@
 
 use super::check::networks;
 use super::raw::{RawConfig, RawLists, RawPolicy, RawRateLimit};
-use crate::action::quarantine::Quarantine;
+use crate::action::quarantine::{PgQuarantine, Quarantine};
 use crate::checks::Registry;
 use crate::model::bayes_store::default_state_dir;
 use crate::policy::{Destiny, Direction, Lists, Policies, Policy, RateLimit};
@@ -21,6 +21,28 @@ pub struct QuarantineSettings {
     pub max_age: Option<Duration>,
     /// The oldest entries are deleted while the messages take more bytes.
     pub max_bytes: Option<u64>,
+}
+
+/// The quarantine store the configuration names: its directory, or PostgreSQL with
+/// `[shared] quarantine = "postgresql"` (also for `filterq`); rows are marked as written by
+/// `hostname`.
+pub fn quarantine_store(raw: &RawConfig, hostname: &str) -> Result<Quarantine, String> {
+    let s = &raw.shared;
+    match s.quarantine.as_str() {
+        "directory" => Ok(Quarantine::at(&quarantine_dir(raw))),
+        "postgresql" if s.postgresql_url.is_empty() => {
+            Err("shared.quarantine = \"postgresql\" needs shared.postgresql_url".into())
+        }
+        "postgresql" => {
+            let timeout = Duration::from_millis(s.postgresql_timeout_ms.max(1));
+            PgQuarantine::new(&s.postgresql_url, hostname, timeout)
+                .map(Quarantine::postgres)
+                .map_err(|e| format!("shared.postgresql_url: {e}"))
+        }
+        other => Err(format!(
+            "shared.quarantine: `{other}` is not one of directory, postgresql"
+        )),
+    }
 }
 
 /// The quarantine directory the configuration names (also for `filterq`).
@@ -203,12 +225,20 @@ fn bank(
 
 /// The quarantine, when some policy can put mail there (created and checked writable by
 /// the server at start, and by `--check-config`).
-pub(super) fn build_quarantine(raw: &RawConfig, policies: &Policies) -> Option<QuarantineSettings> {
+pub(super) fn build_quarantine(
+    raw: &RawConfig,
+    policies: &Policies,
+    hostname: &str,
+    p: &mut Vec<String>,
+) -> Option<QuarantineSettings> {
     let used = policies.all.iter().any(|x| {
         x.spam_quarantine || x.rate_limit.is_some() || x.banned_quarantine || x.virus_quarantine
     });
+    let store = quarantine_store(raw, hostname)
+        .map_err(|e| p.push(e))
+        .ok()?;
     used.then(|| QuarantineSettings {
-        store: Quarantine::at(&quarantine_dir(raw)),
+        store,
         max_age: (raw.quarantine.max_age_days > 0)
             .then(|| Duration::from_secs(raw.quarantine.max_age_days * 86_400)),
         max_bytes: (raw.quarantine.max_size_mb > 0)

@@ -17,6 +17,13 @@ pub struct RawShared {
     pub bayes: String,
     /// Redis Bayes: a token expires this many days after it was last learned; 0 = never.
     pub bayes_token_ttl_days: u64,
+    /// Where held mail is kept: `directory` (`[quarantine] dir`) or `postgresql`.
+    pub quarantine: String,
+    /// The PostgreSQL database of the quarantine: `postgresql://user:password@host:port/db`
+    /// (or the `host=... dbname=...` form).
+    pub postgresql_url: String,
+    /// Each PostgreSQL statement's (and connection's) time limit, milliseconds.
+    pub postgresql_timeout_ms: u64,
     /// Prefix of every key filterd writes in Redis (several sites can share one server).
     pub key_prefix: String,
     /// Each Redis request's time limit, milliseconds; a slower answer counts as Redis down.
@@ -33,6 +40,9 @@ impl Default for RawShared {
             state: "embedded".into(),
             bayes: "embedded".into(),
             bayes_token_ttl_days: 90,
+            quarantine: "directory".into(),
+            postgresql_url: String::new(),
+            postgresql_timeout_ms: 5000,
             key_prefix: "filterd:".into(),
             timeout_ms: 250,
             guard_on_error: crate::policy::guard::OnError::Open,

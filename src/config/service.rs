@@ -390,5 +390,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("shared.redis_url: nonsense"), "{e}");
+        let e = config("[shared]\nquarantine = \"postgresql\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs shared.postgresql_url"), "{e}");
+        let e = config("[shared]\nquarantine = \"mysql\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("shared.quarantine: `mysql`"), "{e}");
+        let pg = "[shared]\nquarantine = \"postgresql\"\npostgresql_url = \"postgresql://u:pw@127.0.0.1:1/q\"\n";
+        let q = config(pg).unwrap().quarantine.unwrap().store;
+        assert!(q.is_database());
+        assert_eq!(
+            q.dir().display().to_string(),
+            "postgresql://***@127.0.0.1:1/q"
+        );
     }
 }

@@ -86,7 +86,19 @@ impl Server {
                     .map(|a| (*a, lmtp_session.clone())),
             );
         if let Some(q) = &config.quarantine {
-            q.store.prepare().map_err(BindError::Quarantine)?;
+            let store = q.store.clone();
+            let prepared = tokio::task::spawn_blocking(move || store.prepare()).await;
+            match prepared {
+                Ok(Ok(())) => {}
+                // A database that is down now may be up for the first held message: start,
+                // and each write that cannot be made gets its 451.
+                Ok(Err(e)) if q.store.is_database() => tracing::error!(
+                    error = %e,
+                    "quarantine database unavailable at start; mail to be quarantined gets 451 until it answers"
+                ),
+                Ok(Err(e)) => return Err(BindError::Quarantine(e)),
+                Err(e) => tracing::error!(error = %e, "preparing the quarantine panicked"),
+            }
         }
         for (addr, session) in all {
             let l = TcpListener::bind(addr)
@@ -248,32 +260,13 @@ impl Server {
         let metrics_addr = Self::start_metrics(&self.config, self.metrics_listener, &mut loops);
         tracing::info!("{}", self.config.local.summary);
         let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-        tracing::info!(
-            listen = %addrs.join(","),
-            next_hop = %self.config.next_hop.label(),
-            policy_listen = %policy_addrs.join(","),
-            metrics_listen = %metrics_addr,
-            model = %self.config.model.as_ref().map_or("off".into(), |m| m.path().display().to_string()),
-            state_dir = %self.config.bayes_dir.display(),
-            shared_state = %self.config.state.describe(),
-            "filterd {} ready",
-            env!("CARGO_PKG_VERSION")
-        );
+        log_ready(&self.config, &addrs, &policy_addrs, &metrics_addr);
         notify::notify("READY=1");
         shutdown.await;
         notify::notify("STOPPING=1");
-        if let Some(saver) = saver {
-            saver.abort();
-        }
-        rules.abort();
-        if let Some(h) = hupper {
-            h.abort();
-        }
-        if let Some(r) = reloader {
-            r.abort();
-        }
-        if let Some(r) = retention {
-            r.abort();
+        let background = [Some(rules), saver, hupper, reloader, retention];
+        for task in background.iter().flatten() {
+            task.abort();
         }
         tracing::info!("shutting down: no new connections, finishing messages in flight");
         let _ = stop_tx.send(true);
@@ -296,4 +289,21 @@ impl Server {
             maintenance::flush_learned(live, max_tokens).await;
         }
     }
+}
+
+/// The ready line: where filterd listens and relays, and which stores it uses.
+fn log_ready(config: &Config, addrs: &[String], policy_addrs: &[String], metrics_addr: &str) {
+    tracing::info!(
+    listen = %addrs.join(","),
+    next_hop = %config.next_hop.label(),
+    policy_listen = %policy_addrs.join(","),
+    metrics_listen = %metrics_addr,
+    model = %config.model.as_ref().map_or("off".into(), |m| m.path().display().to_string()),
+    state_dir = %config.bayes_dir.display(),
+    shared_state = %config.state.describe(),
+    bayes_store = %config.bayes_redis.as_ref().map_or("embedded", |b| b.label()),
+    quarantine = %config.quarantine.as_ref().map_or("off".into(), |q| q.store.dir().display().to_string()),
+    "filterd {} ready",
+    env!("CARGO_PKG_VERSION")
+    );
 }

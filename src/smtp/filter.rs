@@ -108,7 +108,7 @@ pub trait MessageFilter: Send + Sync + 'static {
     }
 
     /// Remove a quarantine copy again: the client was told to retry, and will bring the
-    /// message back.
+    /// message back. Runs on a blocking thread.
     fn unquarantine(&self, id: &str) {
         let _ = id;
     }

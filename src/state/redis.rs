@@ -161,7 +161,19 @@ impl RedisStore {
             .await
             .map_err(|e| self.failed(e.to_string()))?
             .clone();
-        match tokio::time::timeout(self.timeout, request(conn)).await {
+        let started = Instant::now();
+        let answer = tokio::time::timeout(self.timeout, request(conn)).await;
+        let m = &crate::metrics::METRICS;
+        m.redis_seconds.observe(started.elapsed().as_secs_f64());
+        let result = if matches!(answer, Ok(Ok(_))) {
+            "ok"
+        } else {
+            "error"
+        };
+        m.shared_requests
+            .with_label_values(&["redis", result])
+            .inc();
+        match answer {
             Ok(Ok(v)) => {
                 self.succeeded();
                 Ok(v)

@@ -15,7 +15,8 @@
 //!   many times (as distinct messages) into the file's Bayes store, which then votes;
 //! - `model: shipped` (models/spam-lr) or `model: failing` (a model that loads but cannot
 //!   score a real message): the ONNX model the case runs with;
-//! - `clamd: failed` / `clamd: clean`: what the virus scan found before the checks.
+//! - `clamd: failed` / `clamd: clean`: what the virus scan found before the checks;
+//! - `shared_bayes: unavailable`: the Bayes store is Redis and it did not answer.
 
 use crate::util::repo;
 use filterd::auth::{AuthResult, AuthVerdict, DkimVerdict, DmarcPolicy, DmarcVerdict};
@@ -44,6 +45,7 @@ pub(crate) struct Case {
     pub(crate) train: Option<(Class, usize)>,
     pub(crate) model: Option<String>,
     pub(crate) clamd: Option<String>,
+    pub(crate) shared_bayes_down: bool,
     pub(crate) message: Vec<u8>,
 }
 
@@ -135,6 +137,10 @@ fn directive(case: &mut Case, line: &str, at: &str) {
         "clamd" => match value {
             "failed" | "clean" => case.clamd = Some(value.to_string()),
             other => panic!("{at}: clamd: failed or clean, not `{other}`"),
+        },
+        "shared_bayes" => match value {
+            "unavailable" => case.shared_bayes_down = true,
+            other => panic!("{at}: shared_bayes: unavailable, not `{other}`"),
         },
         other => panic!("{at}: unknown directive `{other}`"),
     }
@@ -333,11 +339,12 @@ fn run(case: &Case, bayes: Option<Arc<BayesLive>>, at: &str) -> Vec<&'static str
     };
     let registry = Registry::new(bayes, model);
     let features = Features::extract_with(&case.message, case.now.unwrap_or(DEFAULT_NOW), true);
+    let down = Err("redis 127.0.0.1:6379: no answer".to_string());
     let input = Input {
         features: &features,
         auth: case.auth.as_ref(),
         virus_unchecked: case.clamd.as_deref() == Some("failed"),
-        bayes: None,
+        bayes: case.shared_bayes_down.then_some(&down),
     };
     registry.run(&input).names().to_vec()
 }

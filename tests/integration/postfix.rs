@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A message with a unique marker and bytes that break careless relays.
-fn message(i: usize) -> Vec<u8> {
+pub(crate) fn message(i: usize) -> Vec<u8> {
     let mut m = format!(
         "From: Alice <alice@sink.test>\r\nTo: bob@sink.test\r\nSubject: e2e message {i}\r\n\
 Date: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <e2e-{i}@sink.test>\r\n\
@@ -35,7 +35,7 @@ fn body(m: &[u8]) -> &[u8] {
     &m[i + 4..]
 }
 
-fn marker(m: &[u8]) -> Option<usize> {
+pub(crate) fn marker(m: &[u8]) -> Option<usize> {
     let b = body(m);
     let s = std::str::from_utf8(&b[..b.len().min(40)]).ok()?;
     s.strip_prefix("marker-")?

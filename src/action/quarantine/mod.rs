@@ -15,8 +15,11 @@
 //! metadata are swept after an hour.
 
 mod entry;
+mod pg;
 
 pub use entry::{Dsn, Entry, EntryHit, Release, id_header};
+pub use pg::PgQuarantine;
+use std::sync::Arc;
 
 use crate::clock::unix_secs;
 use std::fs::{self, File, OpenOptions};
@@ -45,6 +48,9 @@ pub enum QuarantineError {
     /// Not a quarantine id (12 characters of A-Z a-z 0-9 + -).
     #[error("`{0}` is not a quarantine id (12 characters of A-Z, a-z, 0-9, + and -)")]
     BadId(String),
+    /// The database did not answer or refused (`[shared] quarantine = "postgresql"`).
+    #[error("{0}")]
+    Database(String),
     /// The metadata does not parse.
     #[error("{path}: corrupt entry: {reason}")]
     Corrupt {
@@ -95,10 +101,11 @@ pub(crate) fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-')
 }
 
-/// The store.
+/// The store: a directory, or PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct Quarantine {
     dir: PathBuf,
+    pg: Option<Arc<PgQuarantine>>,
 }
 
 /// What `enforce` or `purge` removed.
@@ -115,12 +122,37 @@ impl Quarantine {
     pub fn at(dir: &Path) -> Self {
         Quarantine {
             dir: dir.to_path_buf(),
+            pg: None,
         }
+    }
+
+    /// The store in PostgreSQL (`dir` is its label then).
+    pub fn postgres(pg: PgQuarantine) -> Self {
+        Quarantine {
+            dir: PathBuf::from(pg.label()),
+            pg: Some(Arc::new(pg)),
+        }
+    }
+
+    /// True for the PostgreSQL store.
+    pub fn is_database(&self) -> bool {
+        self.pg.is_some()
+    }
+
+    /// The database store, if this is it, after an id check.
+    fn db(&self, id: &str) -> Result<Option<&PgQuarantine>, QuarantineError> {
+        if !valid_id(id) {
+            return Err(QuarantineError::BadId(id.to_string()));
+        }
+        Ok(self.pg.as_deref())
     }
 
     /// Create the directories and make sure they are writable (at filterd's start).
     pub fn prepare(&self) -> Result<(), QuarantineError> {
         use std::os::unix::fs::DirBuilderExt as _;
+        if let Some(pg) = &self.pg {
+            return pg.prepare();
+        }
         let tmp = self.dir.join("tmp");
         // Held mail is private: directories 0700, files 0600 (for the user filterd runs as).
         fs::DirBuilder::new()
@@ -138,6 +170,9 @@ impl Quarantine {
     /// directory, or its nearest existing ancestor, is a writable directory
     /// (`filterd --check-config`).
     pub fn check(&self) -> Result<(), QuarantineError> {
+        if let Some(pg) = &self.pg {
+            return pg.prepare();
+        }
         let mut at = self.dir.as_path();
         while !at.exists() {
             match at.parent() {
@@ -174,9 +209,7 @@ impl Quarantine {
                 error: std::io::Error::new(e.kind(), format!("{e}{hint}")),
             }
         })?;
-        Ok(Quarantine {
-            dir: dir.to_path_buf(),
-        })
+        Ok(Quarantine::at(dir))
     }
 
     /// The directory.
@@ -196,6 +229,9 @@ impl Quarantine {
 
     /// Store a message durably: when this returns Ok, the entry survives a crash.
     pub fn put(&self, entry: &Entry, message: &[u8]) -> Result<(), QuarantineError> {
+        if let Some(pg) = self.db(&entry.id)? {
+            return pg.put(entry, message);
+        }
         let (eml, json) = self.paths(&entry.id)?;
         let meta = serde_json::to_vec_pretty(entry).map_err(|e| QuarantineError::Corrupt {
             path: json.clone(),
@@ -221,6 +257,9 @@ impl Quarantine {
 
     /// Remove an entry (metadata first, so it is never listed without its message).
     pub fn delete(&self, id: &str) -> Result<(), QuarantineError> {
+        if let Some(pg) = self.db(id)? {
+            return pg.delete(id);
+        }
         let (eml, json) = self.paths(id)?;
         match fs::remove_file(&json) {
             Ok(()) => {}
@@ -235,12 +274,18 @@ impl Quarantine {
 
     /// The metadata of one entry.
     pub fn get(&self, id: &str) -> Result<Entry, QuarantineError> {
+        if let Some(pg) = self.db(id)? {
+            return pg.get(id);
+        }
         let (_, json) = self.paths(id)?;
         read_entry(&json, id)
     }
 
     /// The message of one entry, as received.
     pub fn message(&self, id: &str) -> Result<Vec<u8>, QuarantineError> {
+        if let Some(pg) = self.db(id)? {
+            return pg.message(id);
+        }
         let (eml, json) = self.paths(id)?;
         if !json.exists() {
             return Err(QuarantineError::Unknown(id.to_string()));
@@ -253,6 +298,9 @@ impl Quarantine {
 
     /// Replace the metadata of an existing entry (atomically).
     pub fn update(&self, entry: &Entry) -> Result<(), QuarantineError> {
+        if let Some(pg) = self.db(&entry.id)? {
+            return pg.update(entry);
+        }
         let (_, json) = self.paths(&entry.id)?;
         if !json.exists() {
             return Err(QuarantineError::Unknown(entry.id.clone()));
@@ -269,6 +317,9 @@ impl Quarantine {
 
     /// Every entry, oldest first; an unreadable one is reported with its id, not skipped.
     pub fn list(&self) -> Result<Vec<Result<Entry, QuarantineError>>, QuarantineError> {
+        if let Some(pg) = &self.pg {
+            return pg.list();
+        }
         let mut out = vec![];
         for de in fs::read_dir(&self.dir).map_err(io(&self.dir))? {
             let de = de.map_err(io(&self.dir))?;
@@ -289,6 +340,9 @@ impl Quarantine {
 
     /// Delete entries quarantined before `cutoff`.
     pub fn purge(&self, cutoff: SystemTime) -> Result<Removed, QuarantineError> {
+        if let Some(pg) = &self.pg {
+            return pg.purge(cutoff);
+        }
         let cutoff = unix_secs(cutoff);
         let mut removed = Removed::default();
         for e in self.list()?.into_iter().flatten() {
@@ -302,12 +356,15 @@ impl Quarantine {
 
     /// Retention: drop entries older than `max_age`, then the oldest until the messages
     /// take at most `max_bytes`; and sweep leftovers of interrupted writes.
-    pub(crate) fn enforce(
+    pub fn enforce(
         &self,
         now: SystemTime,
         max_age: Option<Duration>,
         max_bytes: Option<u64>,
     ) -> Result<Removed, QuarantineError> {
+        if let Some(pg) = &self.pg {
+            return pg.enforce(now, max_age, max_bytes);
+        }
         self.sweep(now)?;
         let mut removed = match max_age {
             Some(age) => self.purge(now.checked_sub(age).unwrap_or(UNIX_EPOCH))?,

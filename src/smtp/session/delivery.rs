@@ -164,7 +164,9 @@ where
                 );
             }
             if let Some(q) = quarantine_id.take() {
-                self.filter.unquarantine(&q);
+                // On the blocking pool, as the write was (a database call blocks).
+                let filter = self.filter.clone();
+                let _ = tokio::task::spawn_blocking(move || filter.unquarantine(&q)).await;
             }
         }
         for (i, (part, (outcome, _))) in parts.iter().zip(&results).enumerate() {
@@ -410,6 +412,14 @@ pub(crate) fn new_mail_id() -> String {
             id.push(ALPHABET[((n >> shift) & 63) as usize] as char);
         }
     }
+    if id.starts_with('-') {
+        // `filterq release -Xy...` would read the id as an option (amavisd-new avoids a
+        // leading '-' for the same reason): a letter instead.
+        id.replace_range(
+            ..1,
+            &char::from(ALPHABET[(b >> 8) as usize % 52]).to_string(),
+        );
+    }
     id
 }
 
@@ -426,6 +436,8 @@ mod tests {
             a.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-')
         );
+        // One in 64 would start with '-' by chance; none may (filterq reads it as an option).
+        assert!((0..5000).all(|_| !new_mail_id().starts_with('-')));
     }
 
     #[test]

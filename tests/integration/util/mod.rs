@@ -3,6 +3,7 @@
 
 pub mod dns;
 pub mod hop;
+pub mod pg;
 pub mod postfix;
 pub mod redis;
 pub mod sink;
