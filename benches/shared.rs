@@ -95,7 +95,8 @@ async fn metric(addr: SocketAddr, name: &str, labels: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .sum::<f64>()
+        + 0.0
 }
 
 /// Redis requests (round trips) per message a host made so far.
