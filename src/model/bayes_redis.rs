@@ -321,6 +321,11 @@ impl RedisBayes {
         let mut keys = self.token_keys().await?;
         keys.push(self.key("bayes"));
         keys.push(self.key("bseen"));
+        self.del(&keys).await
+    }
+
+    /// DEL `keys`, 2000 a request.
+    async fn del(&self, keys: &[String]) -> Result<(), Unavailable> {
         for chunk in keys.chunks(2000) {
             let mut cmd = redis::cmd("DEL");
             cmd.arg(chunk);
@@ -329,6 +334,19 @@ impl RedisBayes {
                 .await?;
         }
         Ok(())
+    }
+
+    /// HSET `key` with the field/value `pairs`, one request.
+    async fn hset<F, V>(&self, key: String, pairs: &[(F, V)]) -> Result<(), Unavailable>
+    where
+        F: redis::ToRedisArgs,
+        V: redis::ToRedisArgs,
+    {
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(key).arg(pairs);
+        self.redis
+            .run(|mut c| async move { cmd.query_async::<()>(&mut c).await })
+            .await
     }
 
     /// Replace the store with `store` (`--restore`); every token's expiry starts now.
@@ -342,16 +360,7 @@ impl RedisBayes {
             ("last_expire_reduction", store.last_expire_reduction),
             ("last_expire_delta", store.last_expire_delta),
         ];
-        let key = self.key("bayes");
-        self.redis
-            .run(|mut c| async move {
-                redis::cmd("HSET")
-                    .arg(key)
-                    .arg(&head)
-                    .query_async::<()>(&mut c)
-                    .await
-            })
-            .await?;
+        self.hset(self.key("bayes"), &head).await?;
         let tokens: Vec<(u64, TokenCounts)> = store.tokens_iter().collect();
         for chunk in tokens.chunks(2000) {
             let mut pipe = redis::pipe();
@@ -372,17 +381,7 @@ impl RedisBayes {
             .map(|(id, c)| (format!("{id:032x}"), class_code(c)))
             .collect();
         for chunk in seen.chunks(2000) {
-            let key = self.key("bseen");
-            let chunk = chunk.to_vec();
-            self.redis
-                .run(|mut c| async move {
-                    redis::cmd("HSET")
-                        .arg(key)
-                        .arg(&chunk)
-                        .query_async::<()>(&mut c)
-                        .await
-                })
-                .await?;
+            self.hset(self.key("bseen"), chunk).await?;
         }
         Ok(())
     }
@@ -398,28 +397,13 @@ impl RedisBayes {
             .filter(|t| store.get(*t).is_none())
             .map(|t| self.token_key(t))
             .collect();
-        for chunk in gone.chunks(2000) {
-            let mut cmd = redis::cmd("DEL");
-            cmd.arg(chunk);
-            self.redis
-                .run(|mut c| async move { cmd.query_async::<()>(&mut c).await })
-                .await?;
-        }
+        self.del(&gone).await?;
         let stamp = [
             ("last_expire", store.last_expire),
             ("last_expire_reduction", store.last_expire_reduction),
             ("last_expire_delta", store.last_expire_delta),
         ];
-        let key = self.key("bayes");
-        self.redis
-            .run(|mut c| async move {
-                redis::cmd("HSET")
-                    .arg(key)
-                    .arg(&stamp)
-                    .query_async::<()>(&mut c)
-                    .await
-            })
-            .await?;
+        self.hset(self.key("bayes"), &stamp).await?;
         Ok(removed)
     }
 }

@@ -56,7 +56,12 @@ async fn chain(config: &str) -> (Sink, Filterd, Postfix) {
 }
 
 pub(crate) async fn inject(pf: &Postfix, range: std::ops::Range<usize>) {
-    let (mut c, g) = Client::connect_from("127.0.0.2".parse().unwrap(), pf.smtpd).await;
+    inject_at(pf.smtpd, range).await;
+}
+
+/// Messages `range` into the smtpd at `smtpd` over one session.
+pub(crate) async fn inject_at(smtpd: SocketAddr, range: std::ops::Range<usize>) {
+    let (mut c, g) = Client::connect_from("127.0.0.2".parse().unwrap(), smtpd).await;
     assert!(g.starts_with("220"), "{g}");
     for i in range {
         let r = c

@@ -8,7 +8,7 @@
 //! /etc/hosts; `smtp_randomize_addresses` shuffles them), which a test cannot set up
 //! without touching the machine's resolver.
 
-use crate::postfix::{marker, message};
+use crate::postfix::{inject_at, marker};
 use crate::util::Filterd;
 use crate::util::pg::Postgres;
 use crate::util::postfix::{Postfix, free_port, unavailable};
@@ -87,18 +87,4 @@ async fn three_hosts_behind_one_postfix_lose_nothing_when_one_is_killed_mid_burs
         "first host {a}, then the second {b}, third {c}"
     );
     eprintln!("delivered by host: {a} / {b} / {c}; {twice} duplicates");
-}
-
-/// Messages `range` into Postfix over one session.
-async fn inject_at(smtpd: std::net::SocketAddr, range: std::ops::Range<usize>) {
-    let (mut c, g) = crate::util::Client::connect_from("127.0.0.2".parse().unwrap(), smtpd).await;
-    assert!(g.starts_with("220"), "{g}");
-    for i in range {
-        let r = c
-            .send_message("alice@sink.test", &["bob@sink.test"], &message(i))
-            .await;
-        assert!(r.starts_with("250"), "Postfix refused message {i}: {r}");
-        assert!(c.cmd("RSET").await.starts_with("250"));
-    }
-    c.cmd("QUIT").await;
 }
