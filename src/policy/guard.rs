@@ -135,6 +135,14 @@ impl Default for Guard {
     }
 }
 
+/// The store's key of each counted (kind, value, limit) of policy `policy`.
+fn key_names(policy: &str, counted: &[(&str, &str, u64)]) -> Vec<String> {
+    counted
+        .iter()
+        .map(|(kind, value, _)| format!("{policy}/{kind}/{value}"))
+        .collect()
+}
+
 /// The counted keys of `keys` under `limit`: (kind, value, limit).
 fn counted<'a>(limit: &RateLimit, keys: &'a Keys) -> Vec<(&'static str, &'a str, u64)> {
     let mut out = vec![];
@@ -239,10 +247,7 @@ impl Guard {
         let now = crate::clock::tokio_unix();
         let window = limit.window.as_secs();
         let counted = counted(limit, keys);
-        let names: Vec<String> = counted
-            .iter()
-            .map(|(kind, value, _)| format!("{policy}/{kind}/{value}"))
-            .collect();
+        let names = key_names(policy, &counted);
         let counts = match self.counters.hit_all(&names, window, now, sender).await {
             Ok(c) => c,
             Err(e) => return self.unavailable(&e, now),
@@ -263,10 +268,7 @@ impl Guard {
         let now = crate::clock::tokio_unix();
         let window = limit.window.as_secs();
         let counted = counted(limit, keys);
-        let names: Vec<String> = counted
-            .iter()
-            .map(|(kind, value, _)| format!("{policy}/{kind}/{value}"))
-            .collect();
+        let names = key_names(policy, &counted);
         let counts = match self.counters.peek_all(&names, window, now).await {
             Ok(c) => c,
             Err(e) => return self.unavailable(&e, now),
@@ -482,14 +484,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_store_fails_open_or_closed_as_configured() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_or(9, |a| a.port());
-        let url = format!("redis://127.0.0.1:{port}/0");
-        let dead = || {
-            let r = crate::state::RedisStore::new(&url, "t:", Duration::from_millis(200), 60);
-            Store::Redis(Arc::new(r.unwrap()))
-        };
+        let dead = || Store::Redis(Arc::new(crate::state::redis::dead_store()));
         let open = Guard::new(dead());
         for _ in 0..5 {
             assert_eq!(open.check("p", &limit(), &keys("a@x.test"), "").await, None);

@@ -320,6 +320,16 @@ impl RedisStore {
     }
 }
 
+/// A store on a loopback port nothing listens on (tests of what Redis being down does).
+#[cfg(test)]
+pub(crate) fn dead_store() -> RedisStore {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_or(9, |a| a.port());
+    let url = format!("redis://127.0.0.1:{port}/0");
+    RedisStore::new(&url, "t:", Duration::from_millis(200), 60).expect("a valid URL")
+}
+
 fn int(v: &redis::Value) -> u64 {
     match v {
         redis::Value::Int(n) => u64::try_from(*n).unwrap_or(0),
@@ -352,12 +362,7 @@ mod tests {
     #[tokio::test]
     async fn a_dead_server_fails_fast_after_the_first_timeout() {
         // A port with nothing listening: connection refused at once, then the backoff.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap_or(9);
-        let url = format!("redis://127.0.0.1:{port}/0");
-        let s = RedisStore::new(&url, "t:", Duration::from_millis(200), 60).unwrap();
+        let s = dead_store();
         let first = s.hit_all(&["a".into()], 60, "x").await;
         assert!(first.is_err(), "{first:?}");
         let started = std::time::Instant::now();
