@@ -201,6 +201,7 @@ fn retention_takes_the_cluster_wide_lock_and_applies_age_and_size() {
     let mut holder = Command::new("psql")
         .args(["-X", "-q", "-d", &pg.url(), "-c"])
         .arg("SELECT pg_advisory_lock(112602977140738); SELECT pg_sleep(2);")
+        .stdout(std::process::Stdio::null())
         .spawn()
         .expect("psql");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -217,6 +218,16 @@ fn retention_takes_the_cluster_wide_lock_and_applies_age_and_size() {
         .unwrap();
     assert_eq!((skipped.entries, skipped.bytes), (0, 0));
     let _ = holder.wait();
+    // psql exits as soon as it has sent Terminate; the server releases the session's lock
+    // a moment later.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pg.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") != "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock was never released"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let done = q
         .enforce(std::time::SystemTime::now(), month, Some(700))
         .unwrap();
