@@ -73,7 +73,7 @@ fn code_of(e: &anyhow::Error) -> u8 {
         Some(QuarantineError::Unknown(_) | QuarantineError::BadId(_)) => NOINPUT,
         Some(QuarantineError::Corrupt { .. }) => DATAERR,
         Some(QuarantineError::Io { .. }) => IOERR,
-        Some(QuarantineError::Database(_)) => TEMPFAIL,
+        Some(QuarantineError::Database(_) | QuarantineError::Busy(_)) => TEMPFAIL,
         None => FAILURE,
     }
 }

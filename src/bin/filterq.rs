@@ -395,69 +395,76 @@ fn release(
     force: bool,
     out: &mut impl std::io::Write,
 ) -> Result<u8, Failure> {
-    let mut entry = store.get(id)?;
-    if let (Some(last), false) = (entry.released.last(), force) {
-        return Err(fail(
-            exit::USAGE,
-            anyhow::anyhow!(
-                "{id} was already released at {} to {}; add --force to release it again",
-                time(last.time),
-                last.recipients.join(", ")
-            ),
-        ));
-    }
+    // The message first (it never changes); the entry is read again under the claim, so
+    // two releases at once (from two hosts, with the database) cannot both send it.
     let msg = store.message(id)?;
     let hop = next_hop_of(raw).map_err(invalid)?;
-    let label = hop.label();
-    let (params, rcpts) = envelope_of(&entry, to);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
-    let data = [id_header(id).into_bytes(), msg];
-    let data: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
-    let sent = runtime
-        .block_on(deliver(hop, &entry.sender, &params, &rcpts, &data))
-        .map_err(|e| {
-            fail(
-                exit::TEMPFAIL,
-                anyhow::anyhow!("next hop {label} unavailable: {e}; {id} stays in the quarantine"),
-            )
-        })?;
-    for (r, reply) in rcpts.iter().zip(&sent.replies) {
-        writeln!(out, "<{}>: {}", r.address, reply.one_line())?;
-    }
-    if !sent.last.is_positive() || sent.accepted.is_empty() {
-        let code = if sent.last.is_transient() {
-            exit::TEMPFAIL
-        } else {
+    let done = store.with_claim(id, |entry| {
+        if let (Some(last), false) = (entry.released.last(), force) {
+            return Err(fail(
+                exit::USAGE,
+                anyhow::anyhow!(
+                    "{id} was already released at {} to {}; add --force to release it again",
+                    time(last.time),
+                    last.recipients.join(", ")
+                ),
+            ));
+        }
+        let label = hop.label();
+        let (params, rcpts) = envelope_of(entry, to);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the runtime")?;
+        let header = id_header(id);
+        let data = [header.as_bytes(), &msg[..]];
+        let sent = runtime
+            .block_on(deliver(hop, &entry.sender, &params, &rcpts, &data))
+            .map_err(|e| {
+                fail(
+                    exit::TEMPFAIL,
+                    anyhow::anyhow!(
+                        "next hop {label} unavailable: {e}; {id} stays in the quarantine"
+                    ),
+                )
+            })?;
+        for (r, reply) in rcpts.iter().zip(&sent.replies) {
+            writeln!(out, "<{}>: {}", r.address, reply.one_line())?;
+        }
+        if !sent.last.is_positive() || sent.accepted.is_empty() {
+            let code = if sent.last.is_transient() {
+                exit::TEMPFAIL
+            } else {
+                exit::UNAVAILABLE
+            };
+            return Err(fail(
+                code,
+                anyhow::anyhow!(
+                    "next hop {label} refused: {}; {id} stays in the quarantine",
+                    sent.last.one_line()
+                ),
+            ));
+        }
+        entry.released.push(Release {
+            time: filterd::clock::now_unix(),
+            recipients: sent.accepted.clone(),
+            reply: sent.last.one_line(),
+        });
+        let code = if sent.accepted.len() < rcpts.len() {
             exit::UNAVAILABLE
+        } else {
+            exit::OK
         };
-        return Err(fail(
-            code,
-            anyhow::anyhow!(
-                "next hop {label} refused: {}; {id} stays in the quarantine",
-                sent.last.one_line()
-            ),
-        ));
-    }
-    entry.released.push(Release {
-        time: filterd::clock::now_unix(),
-        recipients: sent.accepted.clone(),
-        reply: sent.last.one_line(),
-    });
-    store.update(&entry)?;
-    writeln!(
-        out,
-        "released {id} to {}: {}",
-        sent.accepted.join(", "),
-        sent.last.one_line()
-    )?;
-    Ok(if sent.accepted.len() < rcpts.len() {
-        exit::UNAVAILABLE
-    } else {
-        exit::OK
-    })
+        let done = format!(
+            "released {id} to {}: {}",
+            sent.accepted.join(", "),
+            sent.last.one_line()
+        );
+        Ok((code, done))
+    })?;
+    // Said once the release is recorded.
+    writeln!(out, "{}", done.1)?;
+    Ok(done.0)
 }
 
 /// The envelope of a release: the original one, DSN parameters included, or the given

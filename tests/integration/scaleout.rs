@@ -1,12 +1,17 @@
 //! Three filterd hosts behind one private Postfix, one shared Redis and PostgreSQL: a host
-//! killed mid-burst loses nothing, Postfix carries on through the others.
+//! killed mid-burst loses nothing, Postfix carries on through the others; a flood spread
+//! over the three is held after the limit in total.
 //!
 //! Postfix (3.5 and later) takes a list of next hops for an SMTP transport and tries them
 //! in order: `content_filter = filterd:[127.0.0.2]:P, [127.0.0.3]:P, [127.0.0.4]:P` sends
 //! everything to the first host while it answers, and to the next when it does not. That is
-//! failover, not load spreading; spreading needs one name with several addresses (DNS or
-//! /etc/hosts; `smtp_randomize_addresses` shuffles them), which a test cannot set up
-//! without touching the machine's resolver.
+//! failover, not load spreading. To spread, the same transport gets a random next hop per
+//! message: `smtpd_client_restrictions = check_client_access randmap:{via2, via3, via4}`
+//! with three restriction classes `via2 = check_client_access static:{FILTER
+//! filterd:[127.0.0.2]:P,[127.0.0.3]:P,[127.0.0.4]:P}`, the list rotated in each (`randmap:`
+//! picks one of its results at random for each lookup; `FILTER` overrides `content_filter`
+//! for that message; the hosts after the first are its failover). The other way, one name with several addresses (DNS or /etc/hosts, shuffled by
+//! `smtp_randomize_addresses`), would need the machine's resolver.
 
 use crate::postfix::{inject_at, marker};
 use crate::util::Filterd;
@@ -87,4 +92,107 @@ async fn three_hosts_behind_one_postfix_lose_nothing_when_one_is_killed_mid_burs
         "first host {a}, then the second {b}, third {c}"
     );
     eprintln!("delivered by host: {a} / {b} / {c}; {twice} duplicates");
+}
+
+/// 1000 outbound messages from one sender, spread by Postfix at random over three hosts with
+/// a limit of 100 per sender counted in Redis: 100 relayed in total (not 300), the other 900
+/// held in the shared quarantine, every host having taken its share.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_spread_over_three_hosts_is_held_after_the_limit_in_total() {
+    if unavailable().is_some() {
+        return;
+    }
+    let (Some(redis), Some(pg)) = (Redis::start(), Postgres::start()) else {
+        return;
+    };
+    let sink = Sink::start(Behaviour::default()).await;
+    let (port, reinject) = (free_port(), free_port());
+    // sink.test is not local here: the flood is outbound mail, counted per sender.
+    let hosts: Vec<Filterd> = (2..=4)
+        .map(|n| {
+            Filterd::start_with(&format!(
+                "[server]\nlisten = [\"127.0.0.{n}:{port}\"]\nhostname = \"filter{n}.test\"\n\
+                 [next_hop]\naddress = \"127.0.0.1:{reinject}\"\n[model]\nenabled = false\n\
+                 [bayes]\nenabled = false\n[auth]\nenabled = false\n\
+                 [local_domains]\npostconf = false\ndomains = [\"filterd.test\"]\n\
+                 [ratelimit]\nmessages = 100\nwindow_secs = 3600\nper = [\"sender\"]\n\
+                 [shared]\nredis_url = \"{}\"\nstate = \"redis\"\n\
+                 quarantine = \"postgresql\"\npostgresql_url = \"{}\"\n",
+                redis.url(),
+                pg.url()
+            ))
+        })
+        .collect();
+    // Postfix picks one of three restriction classes at random per message, each a FILTER
+    // to the three hosts in another order: one host per message at random, the others its
+    // failover.
+    let classes = (0..3)
+        .map(|k| {
+            let hops = (0..3)
+                .map(|i| format!("[127.0.0.{}]:{port}", 2 + (k + i) % 3))
+                .collect::<Vec<_>>()
+                .join(",");
+            format!(
+                "via{} = check_client_access static:{{FILTER filterd:{hops}}}\n",
+                k + 2
+            )
+        })
+        .collect::<String>();
+    let pf = Postfix::start_with(
+        port,
+        reinject,
+        sink.addr,
+        &format!(
+            "smtpd_restriction_classes = via2, via3, via4\n{classes}\
+             smtpd_client_restrictions = check_client_access randmap:{{via2, via3, via4}}\n"
+        ),
+    );
+    let n = 1000;
+    // Four injection sessions at once, 250 messages each.
+    let sessions: Vec<_> = (0..4)
+        .map(|k| {
+            let smtpd = pf.smtpd;
+            tokio::spawn(async move { inject_at(smtpd, k * 250..(k + 1) * 250).await })
+        })
+        .collect();
+    for s in sessions {
+        s.await.expect("injection");
+    }
+    assert!(
+        pf.wait_queue_empty(Duration::from_secs(180)),
+        "{}",
+        pf.queue_listing()
+    );
+    let held = |pg: &Postgres| {
+        pg.sql("SELECT count(*) FROM filterd_quarantine WHERE reason = 'ratelimit'")
+            .parse::<usize>()
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sink.count() + held(&pg) < n && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let by_host = pg.sql(
+        "SELECT string_agg(host || '=' || c, ' ' ORDER BY host) FROM \
+         (SELECT host, count(*) AS c FROM filterd_quarantine GROUP BY host) AS h",
+    );
+    assert_eq!(
+        (sink.count(), held(&pg)),
+        (100, 900),
+        "relayed, held (by host: {by_host})\n{}",
+        pf.maillog()
+    );
+    let n_counted = redis.command(&["HGET", "filterd:rl:default/sender/alice@sink.test", "n"]);
+    assert_eq!(n_counted.as_deref(), Some("1000"));
+    // Each host took a share of the flood (1000 at random over three: far above 150 each).
+    for h in &hosts {
+        let log = h.log_text();
+        let seen = log
+            .lines()
+            .filter(|l| l.contains(" Passed ") || l.contains(" Blocked "))
+            .count();
+        assert!(seen >= 150, "a host saw only {seen} messages: {by_host}");
+    }
+    eprintln!("held by host: {by_host}");
 }

@@ -95,6 +95,61 @@ async fn held_by_one_host_released_from_another_exactly_once() {
     assert!(!ok && out.contains("no quarantined message"), "{out}");
 }
 
+/// Two `filterq release` of the same message at once, from two hosts: the row lock lets one
+/// deliver; the other is told the message is being released, and a third, later one that it
+/// was released. The next hop receives it once.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_releases_at_once_from_two_hosts_deliver_once() {
+    let Some(pg) = Postgres::start() else { return };
+    // A slow next hop: the first release is still delivering when the second starts.
+    let sink = Sink::start(Behaviour {
+        data_delay: Some(Duration::from_millis(2500)),
+        ..Default::default()
+    })
+    .await;
+    let a = host(&pg, "filter-a.test", sink.addr);
+    let b = host(&pg, "filter-b.test", sink.addr);
+    let id = held_id(&send(&a, &gtube()).await);
+    let release = |f: &Filterd| {
+        Command::new(env!("CARGO_BIN_EXE_filterq"))
+            .arg("--config")
+            .arg(f.dir.path().join("filterd.toml"))
+            .args(["release", &id])
+            .output()
+    };
+    let (first, second) = std::thread::scope(|s| {
+        let first = s.spawn(|| release(&a));
+        std::thread::sleep(Duration::from_millis(800));
+        let second = s.spawn(|| release(&b));
+        (first.join(), second.join())
+    });
+    let (first, second) = (
+        first.expect("thread").expect("filterq"),
+        second.expect("thread").expect("filterq"),
+    );
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    assert!(first.status.success(), "{}", text(&first));
+    assert_eq!(second.status.code(), Some(75), "{}", text(&second));
+    assert!(
+        text(&second).contains("being released by another filterq"),
+        "{}",
+        text(&second)
+    );
+    let (ok, again) = filterq(&b, &["release", &id]);
+    assert!(!ok && again.contains("already released"), "{again}");
+    assert_eq!(sink.wait_for(1, Duration::from_secs(5)).await, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.count(), 1, "delivered exactly once");
+    let (ok, stats) = filterq(&a, &["stats"]);
+    assert!(ok && stats.contains("released:  1"), "{stats}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn with_postgresql_down_held_mail_gets_451_and_other_mail_flows() {
     let Some(mut pg) = Postgres::start() else {

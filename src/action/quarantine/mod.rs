@@ -14,6 +14,7 @@
 //! leaves either a complete entry or nothing listed; leftovers in `tmp/` and messages without
 //! metadata are swept after an hour.
 
+mod claim;
 mod entry;
 mod pg;
 
@@ -51,6 +52,10 @@ pub enum QuarantineError {
     /// The database did not answer or refused (`[shared] quarantine = "postgresql"`).
     #[error("{0}")]
     Database(String),
+    /// Another `filterq` (on this host or, with the database, any host) is releasing this
+    /// entry right now.
+    #[error("`{0}` is being released by another filterq right now; try again in a moment")]
+    Busy(String),
     /// The metadata does not parse.
     #[error("{path}: corrupt entry: {reason}")]
     Corrupt {

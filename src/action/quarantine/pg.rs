@@ -232,6 +232,59 @@ impl PgQuarantine {
             .get(0))
     }
 
+    /// [`super::Quarantine::with_claim`] in the database: the entry's row locked (`FOR
+    /// UPDATE NOWAIT`) in a transaction that lasts as long as `f`, the entry written back in
+    /// it when `f` succeeds.
+    pub fn with_claim<T, E: From<QuarantineError>>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Entry) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut outcome: Option<Result<T, E>> = None;
+        self.with("releasing", |c| {
+            let mut tx = c.transaction()?;
+            let row = tx.query_opt(
+                "SELECT entry::TEXT FROM filterd_quarantine WHERE id = $1 FOR UPDATE NOWAIT",
+                &[&id],
+            );
+            let row = match row {
+                Err(e) if e.code() == Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+                    outcome = Some(Err(QuarantineError::Busy(id.to_string()).into()));
+                    return Ok(());
+                }
+                row => row?,
+            };
+            let entry = row
+                .ok_or_else(|| QuarantineError::Unknown(id.to_string()))
+                .and_then(|row| self.parse(id, row.get(0)));
+            let mut entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    outcome = Some(Err(e.into()));
+                    return Ok(());
+                }
+            };
+            let done = f(&mut entry);
+            if done.is_ok() {
+                let json = match serde_json::to_string(&entry) {
+                    Ok(json) => json,
+                    Err(e) => {
+                        outcome = Some(Err(db(&self.label, "encoding", e).into()));
+                        return Ok(());
+                    }
+                };
+                tx.execute(
+                    "UPDATE filterd_quarantine SET entry = $2::TEXT::JSONB, recipients = $3 WHERE id = $1",
+                    &[&id, &json, &entry.recipients],
+                )?;
+            }
+            tx.commit()?;
+            outcome = Some(done);
+            Ok(())
+        })?;
+        outcome.unwrap_or_else(|| Err(db(&self.label, "releasing", "no outcome").into()))
+    }
+
     /// Replace the metadata of an existing entry.
     pub fn update(&self, e: &Entry) -> Result<(), QuarantineError> {
         let json = serde_json::to_string(e).map_err(|x| db(&self.label, "encoding", x))?;
