@@ -261,7 +261,10 @@ impl Pipeline {
             features: &features,
             autolearn: autolearn(
                 self.autolearn,
-                self.bayes.as_deref(),
+                self.bayes.as_deref().map(BayesLive::queue).or(self
+                    .bayes_redis
+                    .as_deref()
+                    .map(crate::model::bayes_redis::RedisBayes::queue)),
                 &features,
                 &decisions[0].verdict,
             ),

@@ -1,22 +1,22 @@
 //! SpamAssassin-style autolearning: a message whose score without the Bayes hits is clearly
 //! ham or clearly spam is queued for learning into the Bayes store (written by the server
-//! every 30 s, under the writers' lock). Its answer is X-Spam-Status' `autolearn=` value.
+//! every 30 s under the writers' lock, or to Redis every 5 s). Its answer is X-Spam-Status' `autolearn=` value.
 
 use crate::message::Features;
-use crate::model::bayes_live::BayesLive;
 use crate::model::bayes_store::{Class, message_id_with};
+use crate::model::learn_queue::LearnQueue;
 use crate::verdict::Verdict;
 
 /// Queue the message for learning when it is clear enough; returns the `autolearn=` value:
 /// `ham`, `spam`, `no` (not clear), `unavailable` (queue full) or `disabled`.
 pub fn autolearn(
     thresholds: Option<(f64, f64)>,
-    live: Option<&BayesLive>,
+    queue: Option<&LearnQueue>,
     features: &Features<'_>,
     verdict: &Verdict,
 ) -> &'static str {
-    let (Some((ham_below, spam_above)), Some(live), Some(tokens)) =
-        (thresholds, live, &features.tokens)
+    let (Some((ham_below, spam_above)), Some(queue), Some(tokens)) =
+        (thresholds, queue, &features.tokens)
     else {
         return "disabled";
     };
@@ -35,7 +35,7 @@ pub fn autolearn(
         return "no";
     };
     let id = message_id_with(features.raw, &features.headers);
-    if !live.queue_learn(id, tokens.clone(), class) {
+    if !queue.push(id, tokens.clone(), class) {
         return "unavailable";
     }
     if class == Class::Spam { "spam" } else { "ham" }

@@ -179,8 +179,7 @@ impl Config {
         let local = super::service::build_local(&raw, &mut p);
         let redis = super::service::build_redis(&raw, &mut p);
         let state = super::service::build_state(&raw, &bayes.dir, redis.as_ref(), &mut p);
-        let bayes_redis =
-            super::service::build_bayes_redis(&raw, redis.as_ref(), bayes.params, &mut p);
+        let bayes_redis = super::service::build_bayes_redis(&raw, redis.as_ref(), bayes.params);
         let policy_service = super::service::build_policy_service(&raw, &local, &mut p);
         let walk = policies.all.iter().any(|x| !x.banned.is_empty());
         let content = super::content::build_content(&raw, walk, &mut p);

@@ -130,12 +130,8 @@ pub(super) fn build_bayes_redis(
     raw: &RawConfig,
     redis: Option<&Arc<RedisStore>>,
     params: crate::model::bayes::BayesParams,
-    p: &mut Vec<String>,
 ) -> Option<Arc<RedisBayes>> {
     let redis = redis.filter(|_| raw.shared.bayes == "redis" && raw.bayes.enabled)?;
-    if raw.bayes.autolearn {
-        p.push("bayes.autolearn: not available with [shared] bayes = \"redis\" yet; learn with filtertrain --config".into());
-    }
     let ttl = raw.shared.bayes_token_ttl_days.saturating_mul(86_400);
     Some(Arc::new(RedisBayes::new(redis.clone(), params, ttl)))
 }

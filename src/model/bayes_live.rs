@@ -5,7 +5,7 @@
 
 use crate::message::tokenize::Tokens;
 use crate::model::bayes::{BayesParams, BayesScore, classify};
-use crate::model::bayes_store::{Class, Store, StoreError};
+use crate::model::bayes_store::{Store, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -35,11 +35,8 @@ pub struct BayesLive {
     store: RwLock<Arc<Store>>,
     stamp: Mutex<Option<Stamp>>,
     /// Autolearned messages not yet written to the store.
-    pending: Mutex<Vec<(u128, Tokens, Class)>>,
+    pending: crate::model::learn_queue::LearnQueue,
 }
-
-/// Autolearned messages kept in memory at most before a write (more are not queued).
-const MAX_PENDING: usize = 10_000;
 
 impl BayesLive {
     /// Load the store in `dir` (an empty one when there is none yet).
@@ -52,7 +49,7 @@ impl BayesLive {
             params,
             store: RwLock::new(Arc::new(store)),
             stamp: Mutex::new(before),
-            pending: Mutex::new(Vec::new()),
+            pending: Default::default(),
         })
     }
 
@@ -63,7 +60,7 @@ impl BayesLive {
             params,
             store: RwLock::new(Arc::new(store)),
             stamp: Mutex::new(None),
-            pending: Mutex::new(Vec::new()),
+            pending: Default::default(),
         }
     }
 
@@ -85,34 +82,39 @@ impl BayesLive {
         classify(&self.snapshot(), tokens, &self.params)
     }
 
-    /// Queue a message for autolearning; false when the queue is full.
-    pub(crate) fn queue_learn(&self, id: u128, tokens: Tokens, class: Class) -> bool {
-        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if p.len() >= MAX_PENDING {
-            return false;
-        }
-        p.push((id, tokens, class));
-        true
+    /// The autolearn queue.
+    pub(crate) fn queue(&self) -> &crate::model::learn_queue::LearnQueue {
+        &self.pending
     }
 
     /// Messages waiting to be written.
     pub fn pending(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.pending.len()
     }
 
     /// Write queued autolearned messages into the store on disk, under the writers' lock
     /// (so it never races `filtertrain`); returns how many were new. The snapshot follows
     /// with the next reload.
     pub(crate) fn flush_learned(&self, max_tokens: usize) -> Result<usize, StoreError> {
-        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let batch = self.pending.take();
         if batch.is_empty() {
             return Ok(0);
         }
+        // A write that fails keeps the batch for the next one.
+        self.write_learned(&batch, max_tokens)
+            .inspect_err(|_| self.pending.put_back(batch))
+    }
+
+    fn write_learned(
+        &self,
+        batch: &[crate::model::learn_queue::Queued],
+        max_tokens: usize,
+    ) -> Result<usize, StoreError> {
         let _lock = Store::lock(&self.dir)?;
         let mut store = Store::load_or_empty(&self.dir)?;
         let now = crate::clock::now_unix();
         let mut learned = 0;
-        for (id, tokens, class) in &batch {
+        for (id, tokens, class) in batch {
             if store.learn(*id, tokens, *class, now) != crate::model::bayes_store::Learned::Skipped
             {
                 learned += 1;

@@ -69,6 +69,8 @@ pub struct RedisBayes {
     params: BayesParams,
     ttl_secs: u64,
     learn: redis::Script,
+    /// Autolearned messages not yet written.
+    pending: crate::model::learn_queue::LearnQueue,
 }
 
 /// What one message's lookup found.
@@ -123,6 +125,7 @@ impl RedisBayes {
             params,
             ttl_secs,
             learn: redis::Script::new(LEARN),
+            pending: Default::default(),
         }
     }
 
@@ -138,6 +141,32 @@ impl RedisBayes {
     /// Where it is, for logs.
     pub fn label(&self) -> &str {
         self.redis.label()
+    }
+
+    /// The autolearn queue.
+    pub fn queue(&self) -> &crate::model::learn_queue::LearnQueue {
+        &self.pending
+    }
+
+    /// Write the autolearned messages queued so far (one pipelined round trip); how many
+    /// were new or changed class. While Redis cannot take them they stay queued.
+    pub async fn flush_learned(&self) -> Result<usize, Unavailable> {
+        let batch = self.pending.take();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let now = crate::clock::now_unix();
+        let refs: Vec<(u128, &Tokens, Option<Class>)> =
+            batch.iter().map(|(id, t, c)| (*id, t, Some(*c))).collect();
+        let done = self.learn(&refs, now).await;
+        drop(refs);
+        match done {
+            Ok(learned) => Ok(learned.iter().filter(|l| **l != Learned::Skipped).count()),
+            Err(e) => {
+                self.pending.put_back(batch);
+                Err(e)
+            }
+        }
     }
 
     fn key(&self, name: &str) -> String {

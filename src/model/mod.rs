@@ -5,4 +5,5 @@ pub mod bayes;
 pub mod bayes_live;
 pub mod bayes_redis;
 pub mod bayes_store;
+pub mod learn_queue;
 pub mod onnx;

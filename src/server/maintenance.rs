@@ -163,3 +163,47 @@ pub(super) async fn rules_loop(
         }
     }
 }
+
+/// Autolearned messages into the Bayes store in Redis: every 5 s and on SIGHUP. While Redis
+/// is down they stay queued (bounded), with one error line when writing starts to fail and
+/// one when it works again.
+pub(super) async fn redis_learn_loop(
+    redis: Arc<crate::model::bayes_redis::RedisBayes>,
+    mut hup: tokio::sync::watch::Receiver<u64>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut hup_open = true;
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            r = hup.changed(), if hup_open => hup_open = r.is_ok(),
+        }
+        failing = redis_flush(&redis, failing).await;
+    }
+}
+
+/// One write of the queue; returns whether it failed (`failing`: the last one did).
+pub(super) async fn redis_flush(
+    redis: &crate::model::bayes_redis::RedisBayes,
+    failing: bool,
+) -> bool {
+    match redis.flush_learned().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("autolearned {n} message(s) into the Bayes store in Redis"),
+        Err(e) => {
+            if !failing {
+                tracing::error!(
+                    queued = redis.queue().len(),
+                    "autolearned messages not written to Redis, kept queued: {}",
+                    e.0
+                );
+            }
+            return true;
+        }
+    }
+    if failing {
+        tracing::info!("autolearned messages written to Redis again");
+    }
+    false
+}

@@ -235,6 +235,12 @@ impl Server {
             self.config.bayes.clone().map(|live| {
                 tokio::spawn(maintenance::reload_loop(live, max_tokens, hup_rx.clone()))
             });
+        let learner = self
+            .config
+            .bayes_redis
+            .clone()
+            .filter(|_| self.config.autolearn.is_some())
+            .map(|r| tokio::spawn(maintenance::redis_learn_loop(r, hup_rx.clone())));
         let rules = tokio::spawn(maintenance::rules_loop(self.config.rules.clone(), hup_rx));
         let retention = self
             .config
@@ -264,7 +270,7 @@ impl Server {
         notify::notify("READY=1");
         shutdown.await;
         notify::notify("STOPPING=1");
-        let background = [Some(rules), saver, hupper, reloader, retention];
+        let background = [Some(rules), saver, hupper, reloader, retention, learner];
         for task in background.iter().flatten() {
             task.abort();
         }
@@ -287,6 +293,9 @@ impl Server {
         }
         if let Some(live) = self.config.bayes.clone() {
             maintenance::flush_learned(live, max_tokens).await;
+        }
+        if let Some(redis) = self.config.bayes_redis.as_deref() {
+            maintenance::redis_flush(redis, false).await;
         }
     }
 }

@@ -318,3 +318,58 @@ async fn filtertrain_into_redis_changes_the_verdicts_of_every_host() {
     let (ok, out) = filtertrain(&["--config", conf, "--spam", s.to_str().unwrap()]);
     assert!(!ok && out.contains("redis"), "a clear error: {out}");
 }
+
+/// Autolearn into the Redis Bayes store: a clear spam is written within seconds; while
+/// Redis is down the next one stays queued (one error line) and is written once it is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn autolearn_writes_into_redis_and_keeps_the_queue_while_it_is_down() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let sink = Sink::start(Behaviour::default()).await;
+    let f = Filterd::start(
+        sink.addr,
+        &format!(
+            "[model]\nenabled = false\n[auth]\nenabled = false\n\
+             [shared]\nredis_url = \"{}\"\nbayes = \"redis\"\nkey_prefix = \"t5:\"\n\
+             [bayes]\nautolearn = true\nstate_dir = \"/nonexistent/never-used\"\n",
+            redis.url()
+        ),
+    );
+    let spam = |subject: &str| {
+        String::from_utf8(crate::util::gtube())
+            .unwrap()
+            .replace("Subject: test", &format!("Subject: {subject}"))
+    };
+    let learned = |redis: &Redis| {
+        redis
+            .command(&["HGET", "t5:bayes", "spam"])
+            .unwrap_or_default()
+    };
+    assert!(send(&f, &spam("one")).await.starts_with("250 2.7.0"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while learned(&redis) != "1" {
+        assert!(std::time::Instant::now() < deadline, "{}", f.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    f.expect_log("autolearned 1 message(s) into the Bayes store in Redis");
+    redis.kill();
+    assert!(send(&f, &spam("two")).await.starts_with("250 2.7.0"));
+    f.expect_log("autolearned messages not written to Redis, kept queued");
+    // Back, empty: the queued message is written, though no new mail came.
+    redis.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    while learned(&redis) != "1" {
+        assert!(std::time::Instant::now() < deadline, "{}", f.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(redis.command(&["HLEN", "t5:bseen"]).as_deref(), Some("1"));
+    f.expect_log("autolearned messages written to Redis again");
+    assert_eq!(
+        f.log_text()
+            .matches("autolearned messages not written to Redis")
+            .count(),
+        1,
+        "one error line while it is down"
+    );
+}
