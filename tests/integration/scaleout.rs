@@ -10,16 +10,40 @@
 //! with three restriction classes `via2 = check_client_access static:{FILTER
 //! filterd:[127.0.0.2]:P,[127.0.0.3]:P,[127.0.0.4]:P}`, the list rotated in each (`randmap:`
 //! picks one of its results at random for each lookup; `FILTER` overrides `content_filter`
-//! for that message; the hosts after the first are its failover). The other way, one name with several addresses (DNS or /etc/hosts, shuffled by
-//! `smtp_randomize_addresses`), would need the machine's resolver.
+//! for that message; the hosts after the first are its failover). The other way, one name
+//! with several addresses (DNS or /etc/hosts, shuffled by `smtp_randomize_addresses`), would
+//! need the machine's resolver.
 
 use crate::postfix::{inject_at, marker};
+use crate::util::Client;
 use crate::util::Filterd;
 use crate::util::pg::Postgres;
 use crate::util::postfix::{Postfix, free_port, unavailable};
 use crate::util::redis::Redis;
 use crate::util::sink::{Behaviour, Sink};
 use std::time::Duration;
+
+/// main.cf lines for Postfix to pick one of the three hosts on 127.0.0.2-4 at `port` at
+/// random per message: three restriction classes, each a FILTER to the three hosts in
+/// another order (the first is the message's host, the others its failover).
+fn spread(port: u16) -> String {
+    let classes = (0..3)
+        .map(|k| {
+            let hops = (0..3)
+                .map(|i| format!("[127.0.0.{}]:{port}", 2 + (k + i) % 3))
+                .collect::<Vec<_>>()
+                .join(",");
+            format!(
+                "via{} = check_client_access static:{{FILTER filterd:{hops}}}\n",
+                k + 2
+            )
+        })
+        .collect::<String>();
+    format!(
+        "smtpd_restriction_classes = via2, via3, via4\n{classes}\
+         smtpd_client_restrictions = check_client_access randmap:{{via2, via3, via4}}\n"
+    )
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_hosts_behind_one_postfix_lose_nothing_when_one_is_killed_mid_burst() {
@@ -123,30 +147,7 @@ async fn a_flood_spread_over_three_hosts_is_held_after_the_limit_in_total() {
             ))
         })
         .collect();
-    // Postfix picks one of three restriction classes at random per message, each a FILTER
-    // to the three hosts in another order: one host per message at random, the others its
-    // failover.
-    let classes = (0..3)
-        .map(|k| {
-            let hops = (0..3)
-                .map(|i| format!("[127.0.0.{}]:{port}", 2 + (k + i) % 3))
-                .collect::<Vec<_>>()
-                .join(",");
-            format!(
-                "via{} = check_client_access static:{{FILTER filterd:{hops}}}\n",
-                k + 2
-            )
-        })
-        .collect::<String>();
-    let pf = Postfix::start_with(
-        port,
-        reinject,
-        sink.addr,
-        &format!(
-            "smtpd_restriction_classes = via2, via3, via4\n{classes}\
-             smtpd_client_restrictions = check_client_access randmap:{{via2, via3, via4}}\n"
-        ),
-    );
+    let pf = Postfix::start_with(port, reinject, sink.addr, &spread(port));
     let n = 1000;
     // Four injection sessions at once, 250 messages each.
     let sessions: Vec<_> = (0..4)
@@ -195,4 +196,108 @@ async fn a_flood_spread_over_three_hosts_is_held_after_the_limit_in_total() {
         assert!(seen >= 150, "a host saw only {seen} messages: {by_host}");
     }
     eprintln!("held by host: {by_host}");
+}
+
+/// Bayes in Redis behind Postfix: before training no host's verdict has a Bayes hit;
+/// `filtertrain` with one host's configuration, and every host's verdicts on the spam Postfix
+/// spreads over them carry BAYES_99.
+#[tokio::test(flavor = "multi_thread")]
+async fn filtertrain_on_one_host_changes_the_verdicts_of_all_three() {
+    use crate::train::{folder, synthetic};
+    if unavailable().is_some() {
+        return;
+    }
+    let Some(redis) = Redis::start() else { return };
+    let sink = Sink::start(Behaviour::default()).await;
+    let (port, reinject) = (free_port(), free_port());
+    let hosts: Vec<Filterd> = (2..=4)
+        .map(|n| {
+            Filterd::start_with(&format!(
+                "[server]\nlisten = [\"127.0.0.{n}:{port}\"]\nhostname = \"filter{n}.test\"\n\
+                 [next_hop]\naddress = \"127.0.0.1:{reinject}\"\n[model]\nenabled = false\n\
+                 [auth]\nenabled = false\n\
+                 [local_domains]\npostconf = false\ndomains = [\"sink.test\"]\n\
+                 [bayes]\nmin_spam = 3\nmin_ham = 3\nstate_dir = \"/nonexistent/never-used\"\n\
+                 [shared]\nredis_url = \"{}\"\nbayes = \"redis\"\n",
+                redis.url()
+            ))
+        })
+        .collect();
+    let pf = Postfix::start_with(port, reinject, sink.addr, &spread(port));
+    let inject = |range: std::ops::Range<usize>| async move {
+        let (mut c, g) = Client::connect_from("127.0.0.2".parse().unwrap(), pf.smtpd).await;
+        assert!(g.starts_with("220"), "{g}");
+        for i in range {
+            let m = synthetic(i, true);
+            let r = c
+                .send_message("deals@promo.example.com", &["bob@sink.test"], m.as_bytes())
+                .await;
+            assert!(r.starts_with("250"), "{r}");
+            assert!(c.cmd("RSET").await.starts_with("250"));
+        }
+        c.cmd("QUIT").await;
+    };
+    // (host, X-Spam-Status) of each message the sink has.
+    let verdicts = |sink: &Sink| -> Vec<(String, String)> {
+        sink.received()
+            .iter()
+            .map(|m| {
+                let text = String::from_utf8_lossy(&m.data).into_owned();
+                let host = (2..=4)
+                    .map(|n| format!("filter{n}.test"))
+                    .find(|h| text.contains(&format!("by {h} (filterd)")))
+                    .unwrap_or_default();
+                let status = text
+                    .split("\r\nX-Spam-Status:")
+                    .nth(1)
+                    .and_then(|s| s.split("\r\nX-").next())
+                    .unwrap_or_default()
+                    .replace("\r\n\t", " ");
+                (host, status)
+            })
+            .collect()
+    };
+    inject(100..110).await;
+    assert_eq!(sink.wait_for(10, Duration::from_secs(60)).await, 10);
+    let before = verdicts(&sink);
+    assert!(
+        before
+            .iter()
+            .all(|(h, s)| !h.is_empty() && !s.contains("BAYES_")),
+        "nothing learned yet: {before:#?}"
+    );
+    let corpus = tempfile::tempdir().unwrap();
+    let conf = hosts[0].dir.path().join("filterd.toml");
+    for (name, spam) in [("spam", true), ("ham", false)] {
+        let dir = folder(corpus.path(), name, spam, 0..6);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_filtertrain"))
+            .arg("--config")
+            .arg(&conf)
+            .arg(format!("--{name}"))
+            .arg(&dir)
+            .output()
+            .expect("filtertrain");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("Learned tokens from 6 message(s)"),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    inject(200..230).await;
+    assert_eq!(sink.wait_for(40, Duration::from_secs(60)).await, 40);
+    let after = &verdicts(&sink)[10..];
+    for n in 2..=4 {
+        let host = format!("filter{n}.test");
+        let mine: Vec<&String> = after
+            .iter()
+            .filter(|(h, _)| *h == host)
+            .map(|(_, s)| s)
+            .collect();
+        assert!(!mine.is_empty(), "{host} got none of the 30: {after:#?}");
+        assert!(
+            mine.iter().all(|s| s.contains("BAYES_99")),
+            "{host}: {mine:#?}"
+        );
+    }
 }
