@@ -62,6 +62,10 @@ redis.call('HSET', KEYS[2], ARGV[1], class)
 return out
 ";
 
+/// Autolearned messages written per round trip: a few hundred tokens each, well inside the
+/// request time limit (`[shared] timeout_ms`) even after an outage queued thousands.
+const LEARN_BATCH: usize = 50;
+
 /// The shared Bayes store.
 #[derive(Debug)]
 pub struct RedisBayes {
@@ -148,25 +152,27 @@ impl RedisBayes {
         &self.pending
     }
 
-    /// Write the autolearned messages queued so far (one pipelined round trip); how many
-    /// were new or changed class. While Redis cannot take them they stay queued.
+    /// Write the autolearned messages queued so far, `LEARN_BATCH` (50) per pipelined round
+    /// trip (each within the request time limit); how many were new or changed class.
+    /// What Redis cannot take stays queued, from the batch that failed on.
     pub async fn flush_learned(&self) -> Result<usize, Unavailable> {
-        let batch = self.pending.take();
-        if batch.is_empty() {
-            return Ok(0);
-        }
+        let queued = self.pending.take();
         let now = crate::clock::now_unix();
-        let refs: Vec<(u128, &Tokens, Option<Class>)> =
-            batch.iter().map(|(id, t, c)| (*id, t, Some(*c))).collect();
-        let done = self.learn(&refs, now).await;
-        drop(refs);
-        match done {
-            Ok(learned) => Ok(learned.iter().filter(|l| **l != Learned::Skipped).count()),
-            Err(e) => {
-                self.pending.put_back(batch);
-                Err(e)
+        let mut learned = 0;
+        for (i, chunk) in queued.chunks(LEARN_BATCH).enumerate() {
+            let refs: Vec<(u128, &Tokens, Option<Class>)> =
+                chunk.iter().map(|(id, t, c)| (*id, t, Some(*c))).collect();
+            match self.learn(&refs, now).await {
+                Ok(done) => learned += done.iter().filter(|l| **l != Learned::Skipped).count(),
+                Err(e) => {
+                    drop(refs);
+                    let mut queued = queued;
+                    self.pending.put_back(queued.split_off(i * LEARN_BATCH));
+                    return Err(e);
+                }
             }
         }
+        Ok(learned)
     }
 
     fn key(&self, name: &str) -> String {
