@@ -23,6 +23,19 @@ use crate::util::redis::Redis;
 use crate::util::sink::{Behaviour, Sink};
 use std::time::Duration;
 
+/// Hosts on 127.0.0.2-4 at `port`, relaying to the reinjection port, the model off, with
+/// `extra` (their local domains, stores and limits).
+fn hosts(port: u16, reinject: u16, extra: &str) -> Vec<Filterd> {
+    (2..=4)
+        .map(|n| {
+            Filterd::start_with(&format!(
+                "[server]\nlisten = [\"127.0.0.{n}:{port}\"]\nhostname = \"filter{n}.test\"\n\
+                 [next_hop]\naddress = \"127.0.0.1:{reinject}\"\n[model]\nenabled = false\n{extra}"
+            ))
+        })
+        .collect()
+}
+
 /// main.cf lines for Postfix to pick one of the three hosts on 127.0.0.2-4 at `port` at
 /// random per message: three restriction classes, each a FILTER to the three hosts in
 /// another order (the first is the message's host, the others its failover).
@@ -55,19 +68,17 @@ async fn three_hosts_behind_one_postfix_lose_nothing_when_one_is_killed_mid_burs
     };
     let sink = Sink::start(Behaviour::default()).await;
     let (port, reinject) = (free_port(), free_port());
-    let mut hosts: Vec<Filterd> = (2..=4)
-        .map(|n| {
-            Filterd::start_with(&format!(
-                "[server]\nlisten = [\"127.0.0.{n}:{port}\"]\nhostname = \"filter{n}.test\"\n\
-                 [next_hop]\naddress = \"127.0.0.1:{reinject}\"\n[model]\nenabled = false\n\
-                 [local_domains]\npostconf = false\ndomains = [\"sink.test\"]\n\
-                 [shared]\nredis_url = \"{}\"\nstate = \"redis\"\nbayes = \"redis\"\n\
-                 quarantine = \"postgresql\"\npostgresql_url = \"{}\"\n",
-                redis.url(),
-                pg.url()
-            ))
-        })
-        .collect();
+    let mut hosts = hosts(
+        port,
+        reinject,
+        &format!(
+            "[local_domains]\npostconf = false\ndomains = [\"sink.test\"]\n\
+             [shared]\nredis_url = \"{}\"\nstate = \"redis\"\nbayes = \"redis\"\n\
+             quarantine = \"postgresql\"\npostgresql_url = \"{}\"\n",
+            redis.url(),
+            pg.url()
+        ),
+    );
     let list = (2..=4)
         .map(|n| format!("[127.0.0.{n}]:{port}"))
         .collect::<Vec<_>>()
@@ -132,21 +143,19 @@ async fn a_flood_spread_over_three_hosts_is_held_after_the_limit_in_total() {
     let sink = Sink::start(Behaviour::default()).await;
     let (port, reinject) = (free_port(), free_port());
     // sink.test is not local here: the flood is outbound mail, counted per sender.
-    let hosts: Vec<Filterd> = (2..=4)
-        .map(|n| {
-            Filterd::start_with(&format!(
-                "[server]\nlisten = [\"127.0.0.{n}:{port}\"]\nhostname = \"filter{n}.test\"\n\
-                 [next_hop]\naddress = \"127.0.0.1:{reinject}\"\n[model]\nenabled = false\n\
-                 [bayes]\nenabled = false\n[auth]\nenabled = false\n\
-                 [local_domains]\npostconf = false\ndomains = [\"filterd.test\"]\n\
-                 [ratelimit]\nmessages = 100\nwindow_secs = 3600\nper = [\"sender\"]\n\
-                 [shared]\nredis_url = \"{}\"\nstate = \"redis\"\n\
-                 quarantine = \"postgresql\"\npostgresql_url = \"{}\"\n",
-                redis.url(),
-                pg.url()
-            ))
-        })
-        .collect();
+    let hosts = hosts(
+        port,
+        reinject,
+        &format!(
+            "[bayes]\nenabled = false\n[auth]\nenabled = false\n\
+             [local_domains]\npostconf = false\ndomains = [\"filterd.test\"]\n\
+             [ratelimit]\nmessages = 100\nwindow_secs = 3600\nper = [\"sender\"]\n\
+             [shared]\nredis_url = \"{}\"\nstate = \"redis\"\n\
+             quarantine = \"postgresql\"\npostgresql_url = \"{}\"\n",
+            redis.url(),
+            pg.url()
+        ),
+    );
     let pf = Postfix::start_with(port, reinject, sink.addr, &spread(port));
     let n = 1000;
     // Four injection sessions at once, 250 messages each.
@@ -210,19 +219,17 @@ async fn filtertrain_on_one_host_changes_the_verdicts_of_all_three() {
     let Some(redis) = Redis::start() else { return };
     let sink = Sink::start(Behaviour::default()).await;
     let (port, reinject) = (free_port(), free_port());
-    let hosts: Vec<Filterd> = (2..=4)
-        .map(|n| {
-            Filterd::start_with(&format!(
-                "[server]\nlisten = [\"127.0.0.{n}:{port}\"]\nhostname = \"filter{n}.test\"\n\
-                 [next_hop]\naddress = \"127.0.0.1:{reinject}\"\n[model]\nenabled = false\n\
-                 [auth]\nenabled = false\n\
-                 [local_domains]\npostconf = false\ndomains = [\"sink.test\"]\n\
-                 [bayes]\nmin_spam = 3\nmin_ham = 3\nstate_dir = \"/nonexistent/never-used\"\n\
-                 [shared]\nredis_url = \"{}\"\nbayes = \"redis\"\n",
-                redis.url()
-            ))
-        })
-        .collect();
+    let hosts = hosts(
+        port,
+        reinject,
+        &format!(
+            "[auth]\nenabled = false\n\
+             [local_domains]\npostconf = false\ndomains = [\"sink.test\"]\n\
+             [bayes]\nmin_spam = 3\nmin_ham = 3\nstate_dir = \"/nonexistent/never-used\"\n\
+             [shared]\nredis_url = \"{}\"\nbayes = \"redis\"\n",
+            redis.url()
+        ),
+    );
     let pf = Postfix::start_with(port, reinject, sink.addr, &spread(port));
     let inject = |range: std::ops::Range<usize>| async move {
         let (mut c, g) = Client::connect_from("127.0.0.2".parse().unwrap(), pf.smtpd).await;

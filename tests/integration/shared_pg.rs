@@ -18,20 +18,29 @@ fn host(pg: &Postgres, hostname: &str, sink: std::net::SocketAddr) -> Filterd {
     ))
 }
 
-/// filterq with a host's configuration; (success, stdout + stderr).
-fn filterq(f: &Filterd, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_filterq"))
+/// filterq with a host's configuration.
+fn run_filterq(f: &Filterd, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_filterq"))
         .arg("--config")
         .arg(f.dir.path().join("filterd.toml"))
         .args(args)
         .output()
-        .expect("run filterq");
-    let text = format!(
+        .expect("run filterq")
+}
+
+/// stdout + stderr.
+fn text(o: &std::process::Output) -> String {
+    format!(
         "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// filterq with a host's configuration; (success, stdout + stderr).
+fn filterq(f: &Filterd, args: &[&str]) -> (bool, String) {
+    let out = run_filterq(f, args);
+    (out.status.success(), text(&out))
 }
 
 async fn send(f: &Filterd, message: &[u8]) -> String {
@@ -110,30 +119,14 @@ async fn two_releases_at_once_from_two_hosts_deliver_once() {
     let a = host(&pg, "filter-a.test", sink.addr);
     let b = host(&pg, "filter-b.test", sink.addr);
     let id = held_id(&send(&a, &gtube()).await);
-    let release = |f: &Filterd| {
-        Command::new(env!("CARGO_BIN_EXE_filterq"))
-            .arg("--config")
-            .arg(f.dir.path().join("filterd.toml"))
-            .args(["release", &id])
-            .output()
-    };
+    let release = |f: &Filterd| run_filterq(f, &["release", &id]);
     let (first, second) = std::thread::scope(|s| {
         let first = s.spawn(|| release(&a));
         std::thread::sleep(Duration::from_millis(800));
         let second = s.spawn(|| release(&b));
         (first.join(), second.join())
     });
-    let (first, second) = (
-        first.expect("thread").expect("filterq"),
-        second.expect("thread").expect("filterq"),
-    );
-    let text = |o: &std::process::Output| {
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    };
+    let (first, second) = (first.expect("thread"), second.expect("thread"));
     assert!(first.status.success(), "{}", text(&first));
     assert_eq!(second.status.code(), Some(75), "{}", text(&second));
     assert!(
